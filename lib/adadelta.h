@@ -1,0 +1,277 @@
+/* adadelta.h - Keras 3 Adadelta optimizer in C, exact float32 semantics, OpenMP.
+ *
+ * One optimizer (an opaque `adadelta`) is created from an `adadelta_config`
+ * that mirrors the keyword arguments of keras.optimizers.Adadelta. Variables
+ * are registered by name, data pointer and shape; `adadelta_apply` then takes
+ * one gradient pointer per variable, exactly like `optimizer.apply(grads)`.
+ *
+ * Errors: every call that can fail returns an int status, 0 (ADADELTA_OK) or a
+ * negative ADADELTA_E* code. adadelta_status_name() and adadelta_strerror()
+ * turn it into text; adadelta_last_error() gives the message of the last
+ * failure in the calling thread ("config: rho = 2 is outside [0, 1]"). A call
+ * that fails changes nothing.
+ *
+ * Thread safety: distinct optimizers may be used from different threads at
+ * the same time. One optimizer must not be used by two threads at once.
+ * adadelta_apply itself runs its work on an OpenMP team of
+ * adadelta_threads() threads; results do not depend on that number.
+ */
+#ifndef ADADELTA_H
+#define ADADELTA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ADADELTA_VERSION_MAJOR 0
+#define ADADELTA_VERSION_MINOR 1
+#define ADADELTA_VERSION_PATCH 0
+#define ADADELTA_VERSION_HEX                                                  \
+    ((ADADELTA_VERSION_MAJOR << 16) | (ADADELTA_VERSION_MINOR << 8) |         \
+     ADADELTA_VERSION_PATCH)
+
+/* Runtime version, e.g. 0x000100 and "0.1.0". */
+unsigned adadelta_version(void);
+const char *adadelta_version_string(void);
+
+/* ---------------------------------------------------------------- status */
+
+enum {
+    ADADELTA_OK = 0,
+    ADADELTA_EINVAL = -1,     /* invalid argument or config value */
+    ADADELTA_ENOMEM = -2,     /* out of memory */
+    ADADELTA_EIO = -3,        /* a file could not be opened, read or written */
+    ADADELTA_EFORMAT = -4,    /* a file is truncated, corrupted or malformed */
+    ADADELTA_EMISMATCH = -5,  /* inputs disagree: names, shapes, dtypes */
+    ADADELTA_ENOGRAD = -6,    /* apply() got no gradient for any variable */
+    ADADELTA_ESTATE = -7,     /* call not allowed now (e.g. add after apply) */
+    ADADELTA_ENONFINITE = -8, /* non-finite gradient with check_finite on */
+    ADADELTA_ENOTFOUND = -9   /* no such variable, slot or key */
+};
+
+/* "ADADELTA_EINVAL", ... ; "invalid argument", ... */
+const char *adadelta_status_name(int status);
+const char *adadelta_strerror(int status);
+/* Message of the last failed call in this thread ("" if none). */
+const char *adadelta_last_error(void);
+
+/* ------------------------------------------------------- learning rate */
+
+/* The learning rate: a constant, one of Keras's six schedules (evaluated with
+ * the raw iteration count, in float32), or a callback (Keras's callable,
+ * called once per apply). Fill it with one of the adadelta_lr_* helpers or
+ * field by field. */
+typedef enum {
+    ADADELTA_LR_CONSTANT = 0,
+    ADADELTA_LR_EXPONENTIAL_DECAY,
+    ADADELTA_LR_INVERSE_TIME_DECAY,
+    ADADELTA_LR_POLYNOMIAL_DECAY,
+    ADADELTA_LR_PIECEWISE_CONSTANT_DECAY,
+    ADADELTA_LR_COSINE_DECAY,
+    ADADELTA_LR_COSINE_DECAY_RESTARTS,
+    ADADELTA_LR_CALLBACK
+} adadelta_lr_kind;
+
+#define ADADELTA_MAX_PIECES 64 /* PiecewiseConstantDecay boundaries */
+
+typedef float (*adadelta_lr_callback)(void *user_data);
+
+typedef struct adadelta_learning_rate {
+    adadelta_lr_kind kind;
+    double value;                 /* CONSTANT */
+    double initial_learning_rate; /* every schedule but piecewise */
+    double decay_steps;           /* also CosineDecayRestarts' first_decay_steps */
+    double decay_rate;            /* exponential, inverse time */
+    int staircase;                /* exponential, inverse time */
+    double end_learning_rate;     /* polynomial (0.0001) */
+    double power;                 /* polynomial (1.0) */
+    int cycle;                    /* polynomial */
+    double alpha;                 /* cosine, cosine restarts (0.0) */
+    double warmup_target;         /* cosine: ADADELTA_UNSET for none */
+    double warmup_steps;          /* cosine (0) */
+    double t_mul, m_mul;          /* cosine restarts (2.0, 1.0) */
+    int n_boundaries;             /* piecewise: values has n_boundaries + 1 */
+    double boundaries[ADADELTA_MAX_PIECES];
+    double values[ADADELTA_MAX_PIECES + 1];
+    adadelta_lr_callback callback; /* CALLBACK */
+    void *user_data;
+} adadelta_learning_rate;
+
+/* Each fills *lr with the schedule and Keras's defaults for the rest. */
+void adadelta_lr_constant(adadelta_learning_rate *lr, double value);
+void adadelta_lr_exponential_decay(adadelta_learning_rate *lr, double initial,
+                                   double decay_steps, double decay_rate,
+                                   int staircase);
+void adadelta_lr_inverse_time_decay(adadelta_learning_rate *lr, double initial,
+                                    double decay_steps, double decay_rate,
+                                    int staircase);
+void adadelta_lr_polynomial_decay(adadelta_learning_rate *lr, double initial,
+                                  double decay_steps, double end_learning_rate,
+                                  double power, int cycle);
+/* values must hold n_boundaries + 1 numbers; returns ADADELTA_EINVAL when
+ * n_boundaries is outside [0, ADADELTA_MAX_PIECES]. */
+int adadelta_lr_piecewise_constant_decay(adadelta_learning_rate *lr,
+                                         int n_boundaries,
+                                         const double *boundaries,
+                                         const double *values);
+void adadelta_lr_cosine_decay(adadelta_learning_rate *lr, double initial,
+                              double decay_steps, double alpha,
+                              double warmup_target, double warmup_steps);
+void adadelta_lr_cosine_decay_restarts(adadelta_learning_rate *lr,
+                                       double initial,
+                                       double first_decay_steps, double t_mul,
+                                       double m_mul, double alpha);
+void adadelta_lr_from_callback(adadelta_learning_rate *lr,
+                               adadelta_lr_callback fn, void *user_data);
+
+/* Value of a schedule at a step, in float32 as Keras computes it. The
+ * callback kind calls the callback. Returns NaN for an unknown kind. */
+float adadelta_lr_evaluate(const adadelta_learning_rate *lr, int64_t step);
+
+/* --------------------------------------------------------------- config */
+
+/* "Unset" (Keras's None) for the optional floating-point fields below. */
+#define ADADELTA_UNSET (__builtin_nan(""))
+int adadelta_is_set(double x); /* 1 unless x is ADADELTA_UNSET (NaN) */
+
+#define ADADELTA_NAME_MAX 128
+
+/* One field per keyword argument of keras.optimizers.Adadelta (plus the
+ * LossScaleOptimizer wrapper). adadelta_config_default() fills Keras's
+ * defaults. Optional doubles are ADADELTA_UNSET when unset; optional ints
+ * are 0 when unset. */
+typedef struct adadelta_config {
+    adadelta_learning_rate learning_rate; /* 0.001 */
+    double rho;                           /* 0.95 */
+    double epsilon;                       /* 1e-7 */
+    double weight_decay;                  /* unset */
+    double clipnorm;                      /* unset */
+    double clipvalue;                     /* unset */
+    double global_clipnorm;               /* unset */
+    int use_ema;                          /* 0 */
+    double ema_momentum;                  /* 0.99 */
+    int64_t ema_overwrite_frequency;      /* 0 = None */
+    double loss_scale_factor;             /* unset */
+    int64_t gradient_accumulation_steps;  /* 0 = None */
+    char name[ADADELTA_NAME_MAX];         /* "adadelta" */
+
+    /* keras.optimizers.LossScaleOptimizer around this Adadelta. */
+    int dynamic_loss_scale;               /* 0 */
+    double initial_scale;                 /* 32768 */
+    int64_t dynamic_growth_steps;         /* 2000 */
+    char loss_scale_name[ADADELTA_NAME_MAX]; /* "loss_scale_optimizer" */
+
+    /* Not Keras: refuse a non-finite gradient before changing anything. */
+    int check_finite;                     /* 0 */
+} adadelta_config;
+
+void adadelta_config_default(adadelta_config *cfg);
+/* Checks cfg as Keras's constructor does; ADADELTA_EINVAL and a message
+ * naming the argument and value when it is refused. */
+int adadelta_config_validate(const adadelta_config *cfg);
+
+/* Keras get_config() JSON (LossScaleOptimizer's when dynamic_loss_scale).
+ * Returns a malloc'ed string (free() it) or NULL with the last error set.
+ * A callback learning rate is written as null. */
+char *adadelta_config_to_json(const adadelta_config *cfg);
+/* Parses a get_config() JSON object (replay-cli.md's --config form): missing
+ * keys take Keras's defaults, unknown keys, wrong types and invalid values
+ * are ADADELTA_EINVAL naming the key. cfg is only written on success. */
+int adadelta_config_from_json(adadelta_config *cfg, const char *json);
+
+/* ------------------------------------------------------------ optimizer */
+
+typedef struct adadelta adadelta;
+
+typedef enum { ADADELTA_F32 = 0, ADADELTA_F64 = 1 } adadelta_dtype;
+
+#define ADADELTA_MAX_DIMS 8
+
+/* Validates cfg and creates an optimizer; *out is NULL on failure. */
+int adadelta_create(const adadelta_config *cfg, adadelta **out);
+void adadelta_destroy(adadelta *opt);
+const adadelta_config *adadelta_get_config(const adadelta *opt);
+
+/* Registers a variable (Keras's var_list order is the order of these calls).
+ * data stays owned by the caller and must live as long as the optimizer;
+ * the optimizer updates it in place. Only ADADELTA_F32 is supported now.
+ * ndim 0 is a scalar. Allowed only before the first apply. Returns the
+ * variable's index (>= 0) or a negative status. */
+int adadelta_add_variable(adadelta *opt, const char *name, adadelta_dtype dtype,
+                          void *data, int ndim, const int64_t *shape);
+int adadelta_num_variables(const adadelta *opt);
+/* Index of a variable by name, or ADADELTA_ENOTFOUND. */
+int adadelta_find_variable(const adadelta *opt, const char *name);
+const char *adadelta_variable_name(const adadelta *opt, int index);
+int64_t adadelta_variable_size(const adadelta *opt, int index);
+int adadelta_variable_shape(const adadelta *opt, int index, int *ndim,
+                            int64_t shape[ADADELTA_MAX_DIMS]);
+float *adadelta_variable_data(const adadelta *opt, int index);
+
+/* Keras exclude_from_weight_decay(var_list, var_names): variables by index,
+ * and names joined with '|' into one POSIX extended regular expression that
+ * is searched in each variable's short name (after its last '/'). Before the
+ * first apply only. Either list may be empty. */
+int adadelta_exclude_from_weight_decay(adadelta *opt, const int *indices,
+                                       int n_indices, const char *const *names,
+                                       int n_names);
+/* 1 if weight decay applies to the variable, 0 if excluded. */
+int adadelta_uses_weight_decay(const adadelta *opt, int index);
+
+/* One optimizer.apply(grads): grads[i] is the gradient of variable i (same
+ * shape, float32) or NULL for "no gradient this call" (Keras's None).
+ * ADADELTA_ENOGRAD when all are NULL. */
+int adadelta_apply(adadelta *opt, const float *const *grads);
+
+/* Keras finalize_variable_values(): with use_ema, copies the averages into
+ * the variables; otherwise nothing. */
+int adadelta_finalize_variable_values(adadelta *opt);
+
+/* OpenMP threads used by apply (default: omp_get_max_threads()). */
+int adadelta_set_threads(adadelta *opt, int threads);
+int adadelta_threads(const adadelta *opt);
+
+/* The number of apply calls so far (Keras's optimizer._iterations). */
+int64_t adadelta_iterations(const adadelta *opt);
+/* The learning rate the next apply will use (calls a callback). */
+float adadelta_current_learning_rate(const adadelta *opt);
+
+typedef enum {
+    ADADELTA_SLOT_ACCUMULATED_GRAD = 0,      /* E[g^2] */
+    ADADELTA_SLOT_ACCUMULATED_DELTA_VAR = 1, /* E[dx^2] */
+    ADADELTA_SLOT_EMA = 2,                   /* use_ema */
+    ADADELTA_SLOT_GRADIENT_ACCUMULATOR = 3   /* gradient_accumulation_steps */
+} adadelta_slot_kind;
+
+/* Pointer to a slot variable of variable `index` (same size as it), or NULL
+ * with the last error set when that slot does not exist. Writable: a caller
+ * that changes it changes the optimizer's state. */
+float *adadelta_slot(const adadelta *opt, int index, adadelta_slot_kind slot);
+
+/* LossScaleOptimizer state (dynamic_loss_scale only). */
+float adadelta_dynamic_scale(const adadelta *opt);
+int64_t adadelta_step_counter(const adadelta *opt);
+
+/* --------------------------------------------------------- saved state */
+
+/* Saves the whole training state (state-format.md: safetensors with the
+ * variables, optimizer/... tensors and metadata) atomically: a temporary file
+ * in the same folder, fsync, rename. */
+int adadelta_save(const adadelta *opt, const char *path);
+/* Loads a state saved for an optimizer with the same variables (names,
+ * shapes, dtypes, order) and a compatible config. Everything is checked
+ * before anything changes; on failure the optimizer is untouched. */
+int adadelta_load(adadelta *opt, const char *path);
+/* Reads the config and the variable names/shapes stored in a state file and
+ * builds a fresh optimizer holding them: the variables' storage is owned by
+ * the optimizer (adadelta_variable_data). For tools that resume from a file. */
+int adadelta_create_from_state(const char *path, adadelta **out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ADADELTA_H */

@@ -1,0 +1,87 @@
+/* adadelta_mpi.h - data-parallel Keras Adadelta over MPI, on top of adadelta.h.
+ *
+ * Every rank creates the optimizer with the same config and registers the
+ * same variables (same names, shapes, order, same initial values). Each call
+ * of adadelta_mpi_apply takes the rank's LOCAL gradients; the layer averages
+ * them over the ranks (sum / R, reduced in a fixed order, so every rank gets
+ * the same bits) and every rank applies the same step. Gradient-dependent
+ * decisions are collective: the global norm, the LossScaleOptimizer finite
+ * check, and which variables have a gradient (ranks must agree).
+ *
+ * Modes:
+ *   ADADELTA_MPI_REPLICATED  every rank holds the whole optimizer state.
+ *   ADADELTA_MPI_SHARDED     the optimizer state is split over the ranks
+ *                            (ZeRO stage 1): reduce-scatter of the gradients,
+ *                            each rank updates its shard, allgather of the
+ *                            variables. Results are byte-identical to
+ *                            replicated mode.
+ *
+ * All functions are collective over the communicator given at creation and
+ * return the same status on every rank. Thread safety as adadelta.h: one
+ * optimizer per thread at a time, and MPI must allow the calling thread.
+ */
+#ifndef ADADELTA_MPI_H
+#define ADADELTA_MPI_H
+
+#include <mpi.h>
+#include <adadelta.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct adadelta_mpi adadelta_mpi;
+
+typedef enum {
+    ADADELTA_MPI_REPLICATED = 0,
+    ADADELTA_MPI_SHARDED = 1
+} adadelta_mpi_mode;
+
+/* Collective. The communicator is duplicated. */
+int adadelta_mpi_create(MPI_Comm comm, const adadelta_config *cfg,
+                        adadelta_mpi_mode mode, adadelta_mpi **out);
+void adadelta_mpi_destroy(adadelta_mpi *opt);
+
+/* Same meaning as adadelta_add_variable; every rank registers the same
+ * variables in the same order with the same initial values. */
+int adadelta_mpi_add_variable(adadelta_mpi *opt, const char *name,
+                              adadelta_dtype dtype, void *data, int ndim,
+                              const int64_t *shape);
+int adadelta_mpi_exclude_from_weight_decay(adadelta_mpi *opt,
+                                           const int *indices, int n_indices,
+                                           const char *const *names,
+                                           int n_names);
+
+/* Collective check that all ranks share the config and the variables'
+ * names, shapes and dtypes: ADADELTA_EMISMATCH on every rank otherwise.
+ * Called by the first apply; callable earlier to fail fast. */
+int adadelta_mpi_check_agreement(adadelta_mpi *opt);
+
+/* One data-parallel step: grads are this rank's local gradients (NULL for
+ * none; all ranks must agree on which are NULL). */
+int adadelta_mpi_apply(adadelta_mpi *opt, const float *const *grads);
+int adadelta_mpi_finalize_variable_values(adadelta_mpi *opt);
+
+/* Debug: compares a checksum of variables and optimizer state across ranks;
+ * ADADELTA_EMISMATCH on every rank if any rank differs. When enabled, it
+ * runs after every apply (also with ADADELTA_MPI_CHECK=1 in the environment). */
+int adadelta_mpi_check_identical(adadelta_mpi *opt);
+void adadelta_mpi_set_check_identical(adadelta_mpi *opt, int on);
+
+/* Saves one file (rank 0 writes; the same bytes in both modes) / loads one on
+ * every rank. Collective. */
+int adadelta_mpi_save(adadelta_mpi *opt, const char *path);
+int adadelta_mpi_load(adadelta_mpi *opt, const char *path);
+
+/* The core optimizer of this rank (iterations, variables, slots in
+ * replicated mode), the mode, and the optimizer-state bytes held here. */
+adadelta *adadelta_mpi_core(adadelta_mpi *opt);
+adadelta_mpi_mode adadelta_mpi_get_mode(const adadelta_mpi *opt);
+size_t adadelta_mpi_state_bytes(const adadelta_mpi *opt);
+int adadelta_mpi_set_threads(adadelta_mpi *opt, int threads);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ADADELTA_MPI_H */
