@@ -265,10 +265,12 @@ int adadelta_save(const adadelta *opt, const char *path);
  * shapes, dtypes, order) and a compatible config. Everything is checked
  * before anything changes; on failure the optimizer is untouched. */
 int adadelta_load(adadelta *opt, const char *path);
-/* Reads the config and the variable names/shapes stored in a state file and
- * builds a fresh optimizer holding them: the variables' storage is owned by
- * the optimizer (adadelta_variable_data). For tools that resume from a file. */
-int adadelta_create_from_state(const char *path, adadelta **out);
+/* Builds a fresh optimizer from a state file alone: its config (or
+ * `override` when not NULL; the saved tensors must then fit it, else
+ * ADADELTA_EMISMATCH), its variables (storage owned by the optimizer, see
+ * adadelta_variable_data) and its whole state. For tools that resume. */
+int adadelta_create_from_state(const char *path, const adadelta_config *override,
+                               adadelta **out);
 
 #ifdef __cplusplus
 }

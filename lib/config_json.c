@@ -1,0 +1,407 @@
+/* config_json.c - Keras get_config() JSON, both ways (jansson). */
+#include "internal.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ writing */
+
+static json_t *optional_real(double x) { return adadelta_is_set(x) ? json_real(x) : json_null(); }
+static json_t *optional_int(int64_t x) { return x ? json_integer(x) : json_null(); }
+
+static json_t *schedule_to_json(const adadelta_learning_rate *lr)
+{
+    const char *cls = NULL;
+    json_t *c = json_object();
+    switch (lr->kind) {
+    case ADADELTA_LR_CONSTANT:
+    case ADADELTA_LR_CALLBACK:
+        json_decref(c);
+        return lr->kind == ADADELTA_LR_CONSTANT ? json_real((double)(float)lr->value)
+                                                : json_null();
+    case ADADELTA_LR_EXPONENTIAL_DECAY:
+    case ADADELTA_LR_INVERSE_TIME_DECAY:
+        cls = lr->kind == ADADELTA_LR_EXPONENTIAL_DECAY ? "ExponentialDecay"
+                                                        : "InverseTimeDecay";
+        json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
+        json_object_set_new(c, "decay_steps", json_real(lr->decay_steps));
+        json_object_set_new(c, "decay_rate", json_real(lr->decay_rate));
+        json_object_set_new(c, "staircase", json_boolean(lr->staircase));
+        break;
+    case ADADELTA_LR_POLYNOMIAL_DECAY:
+        cls = "PolynomialDecay";
+        json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
+        json_object_set_new(c, "decay_steps", json_real(lr->decay_steps));
+        json_object_set_new(c, "end_learning_rate", json_real(lr->end_learning_rate));
+        json_object_set_new(c, "power", json_real(lr->power));
+        json_object_set_new(c, "cycle", json_boolean(lr->cycle));
+        break;
+    case ADADELTA_LR_PIECEWISE_CONSTANT_DECAY: {
+        cls = "PiecewiseConstantDecay";
+        json_t *b = json_array(), *v = json_array();
+        for (int i = 0; i < lr->n_boundaries; i++)
+            json_array_append_new(b, json_real(lr->boundaries[i]));
+        for (int i = 0; i <= lr->n_boundaries; i++)
+            json_array_append_new(v, json_real(lr->values[i]));
+        json_object_set_new(c, "boundaries", b);
+        json_object_set_new(c, "values", v);
+        break;
+    }
+    case ADADELTA_LR_COSINE_DECAY:
+        cls = "CosineDecay";
+        json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
+        json_object_set_new(c, "decay_steps", json_real(lr->decay_steps));
+        json_object_set_new(c, "alpha", json_real(lr->alpha));
+        json_object_set_new(c, "warmup_target", optional_real(lr->warmup_target));
+        json_object_set_new(c, "warmup_steps", json_real(lr->warmup_steps));
+        break;
+    case ADADELTA_LR_COSINE_DECAY_RESTARTS:
+        cls = "CosineDecayRestarts";
+        json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
+        json_object_set_new(c, "first_decay_steps", json_real(lr->decay_steps));
+        json_object_set_new(c, "t_mul", json_real(lr->t_mul));
+        json_object_set_new(c, "m_mul", json_real(lr->m_mul));
+        json_object_set_new(c, "alpha", json_real(lr->alpha));
+        break;
+    }
+    json_object_set_new(c, "name", json_string(cls));
+    return json_pack("{s:s, s:s, s:o, s:n}", "module", "keras.optimizers.schedules",
+                     "class_name", cls, "config", c, "registered_name");
+}
+
+static json_t *adadelta_to_json(const adadelta_config *cfg)
+{
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(cfg->name));
+    json_object_set_new(o, "learning_rate", schedule_to_json(&cfg->learning_rate));
+    json_object_set_new(o, "weight_decay", optional_real(cfg->weight_decay));
+    json_object_set_new(o, "clipnorm", optional_real(cfg->clipnorm));
+    json_object_set_new(o, "global_clipnorm", optional_real(cfg->global_clipnorm));
+    json_object_set_new(o, "clipvalue", optional_real(cfg->clipvalue));
+    json_object_set_new(o, "use_ema", json_boolean(cfg->use_ema));
+    json_object_set_new(o, "ema_momentum", json_real(cfg->ema_momentum));
+    json_object_set_new(o, "ema_overwrite_frequency", optional_int(cfg->ema_overwrite_frequency));
+    json_object_set_new(o, "loss_scale_factor", optional_real(cfg->loss_scale_factor));
+    json_object_set_new(o, "gradient_accumulation_steps",
+                        optional_int(cfg->gradient_accumulation_steps));
+    json_object_set_new(o, "rho", json_real(cfg->rho));
+    json_object_set_new(o, "epsilon", json_real(cfg->epsilon));
+    return o;
+}
+
+char *adadelta_config_to_json(const adadelta_config *cfg)
+{
+    if (adadelta_config_validate(cfg))
+        return NULL;
+    json_t *o = adadelta_to_json(cfg);
+    if (cfg->dynamic_loss_scale) {
+        json_t *inner = json_pack("{s:s, s:s, s:o, s:n}", "module", "keras.optimizers",
+                                  "class_name", "Adadelta", "config", o, "registered_name");
+        json_object_set_new(json_object_get(inner, "config"), "loss_scale_factor", json_null());
+        o = json_object();
+        json_object_set_new(o, "name", json_string(cfg->loss_scale_name));
+        json_object_set_new(o, "inner_optimizer", inner);
+        json_object_set_new(o, "initial_scale", json_real(cfg->initial_scale));
+        json_object_set_new(o, "dynamic_growth_steps", json_integer(cfg->dynamic_growth_steps));
+    }
+    char *text = json_dumps(o, JSON_INDENT(1) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(17));
+    json_decref(o);
+    if (!text)
+        adadelta__fail(ADADELTA_ENOMEM, "config_to_json: out of memory");
+    return text;
+}
+
+/* ------------------------------------------------------------ reading */
+
+/* Typed getters: each returns 0 when the key is absent (the default stays),
+ * and fails with a message naming the key when its type is wrong. */
+static int get_number(json_t *o, const char *prefix, const char *key, double *out,
+                      int nullable)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v)
+        return 0;
+    if (json_is_null(v)) {
+        if (!nullable)
+            return adadelta__fail(ADADELTA_EINVAL, "config: %s%s must be a number, not null",
+                                  prefix, key);
+        *out = ADADELTA_UNSET;
+        return 0;
+    }
+    if (!json_is_number(v))
+        return adadelta__fail(ADADELTA_EINVAL, "config: %s%s must be a number", prefix, key);
+    *out = json_number_value(v);
+    return 0;
+}
+
+static int get_int(json_t *o, const char *prefix, const char *key, int64_t *out, int nullable)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v)
+        return 0;
+    if (json_is_null(v) && nullable) {
+        *out = 0;
+        return 0;
+    }
+    if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+        fabs(json_real_value(v)) < 9e15) {
+        *out = (int64_t)json_real_value(v);
+        return 0;
+    }
+    if (!json_is_integer(v))
+        return adadelta__fail(ADADELTA_EINVAL, "config: %s%s must be an integer%s", prefix,
+                              key, nullable ? " or null" : "");
+    *out = json_integer_value(v);
+    if (nullable && *out == 0)
+        return adadelta__fail(ADADELTA_EINVAL, "config: %s%s = 0 is not allowed (use null)",
+                              prefix, key);
+    return 0;
+}
+
+static int get_bool(json_t *o, const char *prefix, const char *key, int *out)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v)
+        return 0;
+    if (!json_is_boolean(v))
+        return adadelta__fail(ADADELTA_EINVAL, "config: %s%s must be true or false", prefix,
+                              key);
+    *out = json_is_true(v);
+    return 0;
+}
+
+static int get_string(json_t *o, const char *prefix, const char *key, char *out, size_t cap)
+{
+    json_t *v = json_object_get(o, key);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return adadelta__fail(ADADELTA_EINVAL, "config: %s%s must be a string", prefix, key);
+    if (json_string_length(v) >= cap)
+        return adadelta__fail(ADADELTA_EINVAL, "config: %s%s is longer than %zu bytes", prefix,
+                              key, cap - 1);
+    memcpy(out, json_string_value(v), json_string_length(v) + 1);
+    return 0;
+}
+
+static int only_keys(json_t *o, const char *prefix, const char *const *allowed)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v)
+    {
+        int known = 0;
+        for (int i = 0; allowed[i] && !known; i++)
+            known = strcmp(key, allowed[i]) == 0;
+        if (!known)
+            return adadelta__fail(ADADELTA_EINVAL, "config: unknown key %s%s", prefix, key);
+    }
+    return 0;
+}
+
+static int need_key(json_t *o, const char *prefix, const char *key)
+{
+    if (!json_object_get(o, key))
+        return adadelta__fail(ADADELTA_EINVAL, "config: %s%s is missing", prefix, key);
+    return 0;
+}
+
+static int schedule_from_json(json_t *v, adadelta_learning_rate *lr)
+{
+    static const char *const outer[] = {"module", "class_name", "config", "registered_name",
+                                        NULL};
+    const char *P = "learning_rate.";
+    if (only_keys(v, P, outer))
+        return ADADELTA_EINVAL;
+    json_t *cls = json_object_get(v, "class_name"), *c = json_object_get(v, "config");
+    if (!json_is_string(cls))
+        return adadelta__fail(ADADELTA_EINVAL, "config: learning_rate.class_name must be a string");
+    if (!json_is_object(c))
+        return adadelta__fail(ADADELTA_EINVAL, "config: learning_rate.config must be an object");
+    const char *name = json_string_value(cls);
+    const char *Pc = "learning_rate.config.";
+    char ignored_name[ADADELTA_NAME_MAX];
+    if (get_string(c, Pc, "name", ignored_name, sizeof ignored_name))
+        return ADADELTA_EINVAL;
+    adadelta_lr_constant(lr, 0);
+    int rc = 0;
+    if (!strcmp(name, "ExponentialDecay") || !strcmp(name, "InverseTimeDecay")) {
+        static const char *const keys[] = {"initial_learning_rate", "decay_steps", "decay_rate",
+                                           "staircase", "name", NULL};
+        lr->kind = name[0] == 'E' ? ADADELTA_LR_EXPONENTIAL_DECAY
+                                  : ADADELTA_LR_INVERSE_TIME_DECAY;
+        rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
+             need_key(c, Pc, "decay_steps") || need_key(c, Pc, "decay_rate") ||
+             get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
+             get_number(c, Pc, "decay_steps", &lr->decay_steps, 0) ||
+             get_number(c, Pc, "decay_rate", &lr->decay_rate, 0) ||
+             get_bool(c, Pc, "staircase", &lr->staircase);
+    } else if (!strcmp(name, "PolynomialDecay")) {
+        static const char *const keys[] = {"initial_learning_rate", "decay_steps",
+                                           "end_learning_rate", "power", "cycle", "name", NULL};
+        lr->kind = ADADELTA_LR_POLYNOMIAL_DECAY;
+        rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
+             need_key(c, Pc, "decay_steps") ||
+             get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
+             get_number(c, Pc, "decay_steps", &lr->decay_steps, 0) ||
+             get_number(c, Pc, "end_learning_rate", &lr->end_learning_rate, 0) ||
+             get_number(c, Pc, "power", &lr->power, 0) || get_bool(c, Pc, "cycle", &lr->cycle);
+    } else if (!strcmp(name, "PiecewiseConstantDecay")) {
+        static const char *const keys[] = {"boundaries", "values", "name", NULL};
+        lr->kind = ADADELTA_LR_PIECEWISE_CONSTANT_DECAY;
+        if (only_keys(c, Pc, keys))
+            return ADADELTA_EINVAL;
+        json_t *b = json_object_get(c, "boundaries"), *vals = json_object_get(c, "values");
+        if (!json_is_array(b) || !json_is_array(vals))
+            return adadelta__fail(ADADELTA_EINVAL,
+                                  "config: learning_rate.config.boundaries and values must "
+                                  "be arrays");
+        size_t nb = json_array_size(b), nv = json_array_size(vals);
+        if (nv != nb + 1)
+            return adadelta__fail(ADADELTA_EINVAL,
+                                  "config: learning_rate.config.values has %zu entries, "
+                                  "boundaries has %zu: values needs one more",
+                                  nv, nb);
+        if (nb > ADADELTA_MAX_PIECES)
+            return adadelta__fail(ADADELTA_EINVAL,
+                                  "config: learning_rate.config.boundaries has %zu "
+                                  "entries, at most %d",
+                                  nb, ADADELTA_MAX_PIECES);
+        lr->n_boundaries = (int)nb;
+        for (size_t i = 0; i < nv; i++) {
+            json_t *x = json_array_get(vals, i), *y = i < nb ? json_array_get(b, i) : NULL;
+            if (!json_is_number(x) || (i < nb && !json_is_number(y)))
+                return adadelta__fail(ADADELTA_EINVAL,
+                                      "config: learning_rate.config.boundaries/values "
+                                      "must hold numbers");
+            lr->values[i] = json_number_value(x);
+            if (i < nb)
+                lr->boundaries[i] = json_number_value(y);
+        }
+    } else if (!strcmp(name, "CosineDecay")) {
+        static const char *const keys[] = {"initial_learning_rate", "decay_steps", "alpha",
+                                           "warmup_target", "warmup_steps", "name", NULL};
+        lr->kind = ADADELTA_LR_COSINE_DECAY;
+        rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
+             need_key(c, Pc, "decay_steps") ||
+             get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
+             get_number(c, Pc, "decay_steps", &lr->decay_steps, 0) ||
+             get_number(c, Pc, "alpha", &lr->alpha, 0) ||
+             get_number(c, Pc, "warmup_target", &lr->warmup_target, 1) ||
+             get_number(c, Pc, "warmup_steps", &lr->warmup_steps, 0);
+    } else if (!strcmp(name, "CosineDecayRestarts")) {
+        static const char *const keys[] = {"initial_learning_rate", "first_decay_steps", "t_mul",
+                                           "m_mul", "alpha", "name", NULL};
+        lr->kind = ADADELTA_LR_COSINE_DECAY_RESTARTS;
+        rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
+             need_key(c, Pc, "first_decay_steps") ||
+             get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
+             get_number(c, Pc, "first_decay_steps", &lr->decay_steps, 0) ||
+             get_number(c, Pc, "t_mul", &lr->t_mul, 0) ||
+             get_number(c, Pc, "m_mul", &lr->m_mul, 0) ||
+             get_number(c, Pc, "alpha", &lr->alpha, 0);
+    } else {
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "config: learning_rate.class_name '%s' is not a Keras "
+                              "schedule",
+                              name);
+    }
+    return rc ? ADADELTA_EINVAL : ADADELTA_OK;
+}
+
+static const char *const adadelta_keys[] = {
+    "name", "learning_rate", "weight_decay", "clipnorm", "global_clipnorm", "clipvalue",
+    "use_ema", "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor",
+    "gradient_accumulation_steps", "rho", "epsilon", "decay", NULL};
+
+static int adadelta_from_json(json_t *o, const char *P, adadelta_config *cfg)
+{
+    if (!json_is_object(o))
+        return adadelta__fail(ADADELTA_EINVAL, "config: %s must be a JSON object",
+                              *P ? P : "the top level");
+    if (only_keys(o, P, adadelta_keys))
+        return ADADELTA_EINVAL;
+    json_t *lr = json_object_get(o, "learning_rate");
+    if (lr && json_is_object(lr)) {
+        if (schedule_from_json(lr, &cfg->learning_rate))
+            return ADADELTA_EINVAL;
+    } else if (lr) {
+        if (!json_is_number(lr))
+            return adadelta__fail(ADADELTA_EINVAL,
+                                  "config: %slearning_rate must be a number or a schedule", P);
+        adadelta_lr_constant(&cfg->learning_rate, json_number_value(lr));
+    }
+    int64_t ignored;
+    if (get_string(o, P, "name", cfg->name, sizeof cfg->name) ||
+        get_number(o, P, "weight_decay", &cfg->weight_decay, 1) ||
+        get_number(o, P, "clipnorm", &cfg->clipnorm, 1) ||
+        get_number(o, P, "global_clipnorm", &cfg->global_clipnorm, 1) ||
+        get_number(o, P, "clipvalue", &cfg->clipvalue, 1) ||
+        get_bool(o, P, "use_ema", &cfg->use_ema) ||
+        get_number(o, P, "ema_momentum", &cfg->ema_momentum, 0) ||
+        get_int(o, P, "ema_overwrite_frequency", &cfg->ema_overwrite_frequency, 1) ||
+        get_number(o, P, "loss_scale_factor", &cfg->loss_scale_factor, 1) ||
+        get_int(o, P, "gradient_accumulation_steps", &cfg->gradient_accumulation_steps, 1) ||
+        get_number(o, P, "rho", &cfg->rho, 0) || get_number(o, P, "epsilon", &cfg->epsilon, 0))
+        return ADADELTA_EINVAL;
+    (void)ignored; /* "decay" is accepted and ignored, as Keras warns and ignores it */
+    return ADADELTA_OK;
+}
+
+static int loss_scale_from_json(json_t *o, adadelta_config *cfg)
+{
+    static const char *const keys[] = {
+        "name", "inner_optimizer", "initial_scale", "dynamic_growth_steps",
+        /* LossScaleOptimizer's own base-optimizer keys (unused by it) */
+        "weight_decay", "clipnorm", "global_clipnorm", "clipvalue", "use_ema", "ema_momentum",
+        "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps", NULL};
+    if (only_keys(o, "", keys))
+        return ADADELTA_EINVAL;
+    json_t *inner = json_object_get(o, "inner_optimizer");
+    if (!json_is_object(inner))
+        return adadelta__fail(ADADELTA_EINVAL, "config: inner_optimizer must be an object");
+    static const char *const outer[] = {"module", "class_name", "config", "registered_name",
+                                        NULL};
+    if (only_keys(inner, "inner_optimizer.", outer))
+        return ADADELTA_EINVAL;
+    json_t *cls = json_object_get(inner, "class_name");
+    if (!json_is_string(cls) || strcmp(json_string_value(cls), "Adadelta") != 0)
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "config: inner_optimizer.class_name must be \"Adadelta\"");
+    if (adadelta_from_json(json_object_get(inner, "config"), "inner_optimizer.config.", cfg))
+        return ADADELTA_EINVAL;
+    cfg->dynamic_loss_scale = 1;
+    cfg->loss_scale_factor = ADADELTA_UNSET;
+    if (get_string(o, "", "name", cfg->loss_scale_name, sizeof cfg->loss_scale_name) ||
+        get_number(o, "", "initial_scale", &cfg->initial_scale, 0) ||
+        get_int(o, "", "dynamic_growth_steps", &cfg->dynamic_growth_steps, 0))
+        return ADADELTA_EINVAL;
+    return ADADELTA_OK;
+}
+
+int adadelta_config_from_json(adadelta_config *cfg, const char *text)
+{
+    if (!cfg || !text)
+        return adadelta__fail(ADADELTA_EINVAL, "config_from_json: NULL argument");
+    json_error_t err;
+    json_t *o = json_loads(text, JSON_REJECT_DUPLICATES, &err);
+    if (!o)
+        return adadelta__fail(ADADELTA_EINVAL, "config: not valid JSON: %s (line %d, column %d)",
+                              err.text, err.line, err.column);
+    adadelta_config tmp;
+    adadelta_config_default(&tmp);
+    int rc;
+    if (json_is_object(o) && json_object_get(o, "inner_optimizer"))
+        rc = loss_scale_from_json(o, &tmp);
+    else
+        rc = adadelta_from_json(o, "", &tmp);
+    json_decref(o);
+    if (!rc)
+        rc = adadelta_config_validate(&tmp);
+    if (rc)
+        return rc;
+    *cfg = tmp;
+    return ADADELTA_OK;
+}

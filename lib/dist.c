@@ -1,0 +1,119 @@
+/* dist.c - the shard bookkeeping a data-parallel layer needs (see
+ * adadelta_dist.h); the split step itself is in optimizer.c. */
+#include "internal.h"
+#include "adadelta_dist.h"
+
+#include <stdlib.h>
+
+int64_t adadelta_dist_total_elements(const adadelta *opt) { return opt->total_elements; }
+
+int adadelta_dist_num_shards(const adadelta *opt) { return opt->n_shards; }
+
+int64_t adadelta_dist_shard_offset(const adadelta *opt, int s)
+{
+    if (s >= opt->n_shards)
+        return opt->total_elements;
+    const adadelta_shard *sh = &opt->shards[s];
+    return opt->vars[sh->var].flat_offset + sh->begin;
+}
+
+void adadelta_dist_partition(const adadelta *opt, int parts, int *bounds)
+{
+    int64_t total = opt->total_elements;
+    int s = 0;
+    bounds[0] = 0;
+    for (int r = 1; r <= parts; r++) {
+        int64_t target = (int64_t)((__int128)total * r / parts);
+        while (s < opt->n_shards && adadelta_dist_shard_offset(opt, s) < target)
+            s++;
+        bounds[r] = r == parts ? opt->n_shards : s;
+    }
+}
+
+int adadelta_dist_own_shards(adadelta *opt, int lo, int hi)
+{
+    if (opt->applied)
+        return adadelta__fail(ADADELTA_ESTATE, "own_shards: only before the first apply");
+    if (lo < 0 || hi < lo || hi > opt->n_shards)
+        return adadelta__fail(ADADELTA_EINVAL, "own_shards: range [%d, %d) is outside [0, %d)",
+                              lo, hi, opt->n_shards);
+    /* New, smaller slot arrays first; swap them in only when all exist. */
+    static const int sharded_slots[] = {ADADELTA_SLOT_ACCUMULATED_GRAD,
+                                        ADADELTA_SLOT_ACCUMULATED_DELTA_VAR,
+                                        ADADELTA_SLOT_EMA};
+    int n = opt->n_vars;
+    float **fresh = calloc((size_t)n * 3 + 1, sizeof *fresh);
+    int64_t *range = calloc((size_t)n * 2 + 1, sizeof *range);
+    int ok = fresh && range;
+    for (int v = 0; v < n && ok; v++) {
+        adadelta_var *var = &opt->vars[v];
+        int64_t b = var->size, e = var->size;
+        for (int s = lo; s < hi; s++)
+            if (opt->shards[s].var == v) {
+                if (b == var->size)
+                    b = opt->shards[s].begin;
+                e = opt->shards[s].end;
+            }
+        if (b == var->size)
+            b = e = 0;
+        range[2 * v] = b;
+        range[2 * v + 1] = e;
+        for (int k = 0; k < 3 && ok; k++)
+            if (var->slot[sharded_slots[k]])
+                ok = (fresh[3 * v + k] = adadelta__alloc_floats(e - b)) != NULL;
+    }
+    if (!ok) {
+        if (fresh)
+            for (int i = 0; i < n * 3; i++)
+                free(fresh[i]);
+        free(fresh);
+        free(range);
+        return adadelta__fail(ADADELTA_ENOMEM, "own_shards: out of memory");
+    }
+    for (int v = 0; v < n; v++) {
+        adadelta_var *var = &opt->vars[v];
+        for (int k = 0; k < 3; k++) {
+            if (!var->slot[sharded_slots[k]])
+                continue;
+            free(var->slot[sharded_slots[k]]);
+            var->slot[sharded_slots[k]] = fresh[3 * v + k];
+        }
+        var->slot_begin = range[2 * v];
+        var->slot_end = range[2 * v + 1];
+    }
+    free(fresh);
+    free(range);
+    opt->own_lo = lo;
+    opt->own_hi = hi;
+    opt->bounds_valid = 0;
+    return ADADELTA_OK;
+}
+
+int adadelta_dist_slot_range(const adadelta *opt, int v, adadelta_slot_kind k,
+                             float **ptr, int64_t *begin, int64_t *end)
+{
+    if (v < 0 || v >= opt->n_vars || (int)k < 0 || (int)k >= ADADELTA_N_SLOTS ||
+        !opt->vars[v].slot[k])
+        return adadelta__fail(ADADELTA_ENOTFOUND, "slot_range: no slot %d of variable %d",
+                              (int)k, v);
+    const adadelta_var *var = &opt->vars[v];
+    *ptr = var->slot[k];
+    if (k == ADADELTA_SLOT_GRADIENT_ACCUMULATOR) {
+        *begin = 0;
+        *end = var->size;
+    } else {
+        *begin = var->slot_begin;
+        *end = var->slot_end;
+    }
+    return ADADELTA_OK;
+}
+
+void adadelta_dist_set_counters(adadelta *opt, int64_t iterations, float dynamic_scale,
+                                int64_t step_counter)
+{
+    opt->iterations = iterations;
+    opt->dynamic_scale = dynamic_scale;
+    opt->step_counter = step_counter;
+}
+
+int adadelta_dist_vars_changed(const adadelta *opt) { return opt->vars_changed; }

@@ -1,0 +1,417 @@
+/* safetensors.c - strict safetensors reader, atomic writer.
+ * The reader trusts nothing: the header length is bounded by the file, the
+ * header is one JSON object without duplicate keys, every tensor has a known
+ * dtype, a shape whose element count does not overflow and matches its byte
+ * count, and the tensors tile the data section exactly (in range, no
+ * overlap, no gap). */
+#include "safetensors.h"
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MAX_HEADER (100u << 20) /* as the reference implementation */
+
+size_t adadelta_st_dtype_size(adadelta_st_dtype d)
+{
+    return d == ADADELTA_ST_F32 ? 4 : 8;
+}
+
+static const char *dtype_names[] = {"F32", "F64", "I64"};
+
+void adadelta_st_free(adadelta_st_file *f)
+{
+    if (!f)
+        return;
+    for (int i = 0; i < f->n; i++)
+        free(f->t[i].name);
+    for (int i = 0; i < f->n_meta; i++) {
+        free(f->meta_keys[i]);
+        free(f->meta_values[i]);
+    }
+    free(f->meta_keys);
+    free(f->meta_values);
+    free(f->t);
+    free(f->buf);
+    free(f);
+}
+
+static int bad(const char *label, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int bad(const char *label, const char *fmt, ...)
+{
+    char what[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return adadelta__fail(ADADELTA_EFORMAT, "%s: %s", label, what);
+}
+
+static int parse_tensor(const char *label, const char *name, json_t *desc,
+                        size_t data_size, adadelta_st_tensor *t, uint64_t *begin)
+{
+    if (!json_is_object(desc))
+        return bad(label, "tensor '%s': its entry is not an object", name);
+    if (json_object_size(desc) != 3)
+        return bad(label, "tensor '%s': needs exactly dtype, shape, data_offsets", name);
+    json_t *dtype = json_object_get(desc, "dtype");
+    json_t *shape = json_object_get(desc, "shape");
+    json_t *offs = json_object_get(desc, "data_offsets");
+    if (!json_is_string(dtype) || !json_is_array(shape) || !json_is_array(offs))
+        return bad(label, "tensor '%s': needs dtype (string), shape and data_offsets (arrays)",
+                   name);
+    int d;
+    for (d = 0; d < 3; d++)
+        if (strcmp(json_string_value(dtype), dtype_names[d]) == 0)
+            break;
+    if (d == 3)
+        return bad(label, "tensor '%s': dtype '%s' is not supported (F32, F64, I64)", name,
+                   json_string_value(dtype));
+    t->dtype = (adadelta_st_dtype)d;
+    size_t ndim = json_array_size(shape);
+    if (ndim > ADADELTA_MAX_DIMS)
+        return bad(label, "tensor '%s': %zu dimensions, at most %d", name, ndim,
+                   ADADELTA_MAX_DIMS);
+    t->ndim = (int)ndim;
+    uint64_t numel = 1;
+    for (size_t i = 0; i < ndim; i++) {
+        json_t *dim = json_array_get(shape, i);
+        if (!json_is_integer(dim) || json_integer_value(dim) < 0)
+            return bad(label, "tensor '%s': shape[%zu] is not a non-negative integer", name,
+                       i);
+        uint64_t n = (uint64_t)json_integer_value(dim);
+        if (n != 0 && numel > (UINT64_MAX / 8) / n)
+            return bad(label, "tensor '%s': the shape's element count overflows", name);
+        numel *= n;
+        t->shape[i] = (int64_t)n;
+    }
+    if (json_array_size(offs) != 2 || !json_is_integer(json_array_get(offs, 0)) ||
+        !json_is_integer(json_array_get(offs, 1)))
+        return bad(label, "tensor '%s': data_offsets must be two integers", name);
+    json_int_t b = json_integer_value(json_array_get(offs, 0));
+    json_int_t e = json_integer_value(json_array_get(offs, 1));
+    if (b < 0 || e < b || (uint64_t)e > data_size)
+        return bad(label, "tensor '%s': data_offsets [%lld, %lld] outside the %zu data bytes",
+                   name, (long long)b, (long long)e, data_size);
+    uint64_t need = numel * adadelta_st_dtype_size(t->dtype);
+    if ((uint64_t)(e - b) != need)
+        return bad(label, "tensor '%s' has %lld bytes of data, its shape needs %llu", name,
+                   (long long)(e - b), (unsigned long long)need);
+    t->numel = (int64_t)numel;
+    t->nbytes = (size_t)need;
+    *begin = (uint64_t)b;
+    return ADADELTA_OK;
+}
+
+static int parse_metadata(const char *label, json_t *meta, adadelta_st_file *f)
+{
+    if (!json_is_object(meta))
+        return bad(label, "__metadata__ is not an object");
+    size_t n = json_object_size(meta);
+    f->meta_keys = calloc(n + 1, sizeof(char *));
+    f->meta_values = calloc(n + 1, sizeof(char *));
+    if (!f->meta_keys || !f->meta_values)
+        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+    const char *key;
+    json_t *value;
+    json_object_foreach(meta, key, value)
+    {
+        if (!json_is_string(value))
+            return bad(label, "__metadata__ '%s' is not a string", key);
+        f->meta_keys[f->n_meta] = strdup(key);
+        f->meta_values[f->n_meta] = strdup(json_string_value(value));
+        f->n_meta++;
+        if (!f->meta_keys[f->n_meta - 1] || !f->meta_values[f->n_meta - 1])
+            return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+    }
+    return ADADELTA_OK;
+}
+
+typedef struct {
+    uint64_t begin;
+    int index;
+} order_entry;
+
+static int by_begin(const void *a, const void *b)
+{
+    const order_entry *x = a, *y = b;
+    if (x->begin != y->begin)
+        return x->begin < y->begin ? -1 : 1;
+    return x->index - y->index;
+}
+
+static int parse_header(const char *label, json_t *root, adadelta_st_file *f)
+{
+    size_t data_size = f->size - f->data_start;
+    size_t n = json_object_size(root);
+    f->t = calloc(n + 1, sizeof *f->t);
+    order_entry *order = calloc(n + 1, sizeof *order);
+    if (!f->t || !order) {
+        free(order);
+        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+    }
+    int rc = ADADELTA_OK;
+    const char *key;
+    json_t *value;
+    json_object_foreach(root, key, value)
+    {
+        if (strcmp(key, "__metadata__") == 0) {
+            if ((rc = parse_metadata(label, value, f)))
+                break;
+            continue;
+        }
+        adadelta_st_tensor *t = &f->t[f->n];
+        uint64_t begin = 0;
+        if ((rc = parse_tensor(label, key, value, data_size, t, &begin)))
+            break;
+        if (!(t->name = strdup(key))) {
+            rc = adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+            break;
+        }
+        t->data = f->buf + f->data_start + begin;
+        order[f->n].begin = begin;
+        order[f->n].index = f->n;
+        f->n++;
+    }
+    if (!rc) {
+        /* The tensors must tile the data section: sorted by offset, each
+         * starts where the previous ended, the last ends at the file's end. */
+        qsort(order, (size_t)f->n, sizeof *order, by_begin);
+        uint64_t at = 0;
+        for (int i = 0; i < f->n && !rc; i++) {
+            const adadelta_st_tensor *t = &f->t[order[i].index];
+            if (order[i].begin != at)
+                rc = bad(label, "tensor '%s' starts at data byte %llu, expected %llu "
+                                "(overlapping or gap)",
+                         t->name, (unsigned long long)order[i].begin,
+                         (unsigned long long)at);
+            at += t->nbytes;
+        }
+        if (!rc && at != data_size)
+            rc = bad(label, "tensors cover %llu data bytes but the file has %zu",
+                     (unsigned long long)at, data_size);
+    }
+    if (!rc) {
+        adadelta_st_tensor *sorted = calloc((size_t)f->n + 1, sizeof *sorted);
+        if (!sorted) {
+            rc = adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+        } else {
+            for (int i = 0; i < f->n; i++)
+                sorted[i] = f->t[order[i].index];
+            free(f->t);
+            f->t = sorted;
+        }
+    }
+    free(order);
+    return rc;
+}
+
+/* Takes ownership of buf. */
+static int parse_owned(unsigned char *buf, size_t size, const char *label,
+                       adadelta_st_file **out)
+{
+    *out = NULL;
+    adadelta_st_file *f = calloc(1, sizeof *f);
+    if (!f) {
+        free(buf);
+        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+    }
+    f->buf = buf;
+    f->size = size;
+    if (size < 8) {
+        adadelta_st_free(f);
+        return bad(label, "%zu bytes is too short for a safetensors file", size);
+    }
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--)
+        hlen = hlen << 8 | buf[i];
+    if (hlen > size - 8 || hlen > MAX_HEADER) {
+        adadelta_st_free(f);
+        return bad(label, "header length %llu exceeds the %zu bytes after it",
+                   (unsigned long long)hlen, size - 8);
+    }
+    f->data_start = 8 + (size_t)hlen;
+    json_error_t err;
+    json_t *root = json_loadb((const char *)buf + 8, (size_t)hlen,
+                              JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
+    if (!root) {
+        adadelta_st_free(f);
+        return bad(label, "header is not valid JSON: %s (column %d)", err.text, err.column);
+    }
+    int rc = json_is_object(root) ? parse_header(label, root, f)
+                                  : bad(label, "header is not a JSON object");
+    json_decref(root);
+    if (rc) {
+        adadelta_st_free(f);
+        return rc;
+    }
+    *out = f;
+    return ADADELTA_OK;
+}
+
+int adadelta_st_parse(const void *buf, size_t size, const char *label,
+                      adadelta_st_file **out)
+{
+    unsigned char *copy = malloc(size ? size : 1);
+    if (!copy)
+        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+    memcpy(copy, buf, size);
+    return parse_owned(copy, size, label, out);
+}
+
+int adadelta_st_read(const char *path, adadelta_st_file **out)
+{
+    *out = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return adadelta__fail(ADADELTA_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(fp);
+        return adadelta__fail(ADADELTA_EIO, "%s: not a regular file", path);
+    }
+    size_t size = (size_t)st.st_size;
+    unsigned char *buf = malloc(size ? size : 1);
+    if (!buf) {
+        fclose(fp);
+        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory (%zu bytes)", path, size);
+    }
+    size_t got = fread(buf, 1, size, fp);
+    int read_error = ferror(fp);
+    fclose(fp);
+    if (read_error || got != size) {
+        free(buf);
+        return adadelta__fail(ADADELTA_EIO, "%s: read error", path);
+    }
+    return parse_owned(buf, size, path, out);
+}
+
+const adadelta_st_tensor *adadelta_st_find(const adadelta_st_file *f, const char *name)
+{
+    for (int i = 0; i < f->n; i++)
+        if (strcmp(f->t[i].name, name) == 0)
+            return &f->t[i];
+    return NULL;
+}
+
+const char *adadelta_st_meta(const adadelta_st_file *f, const char *key)
+{
+    for (int i = 0; i < f->n_meta; i++)
+        if (strcmp(f->meta_keys[i], key) == 0)
+            return f->meta_values[i];
+    return NULL;
+}
+
+void adadelta_st_copy_f32(const adadelta_st_tensor *t, float *dst)
+{
+    memcpy(dst, t->data, t->nbytes);
+}
+
+/* ------------------------------------------------------------- writer */
+
+static size_t out_bytes(const adadelta_st_out *t)
+{
+    size_t n = adadelta_st_dtype_size(t->dtype);
+    for (int d = 0; d < t->ndim; d++)
+        n *= (size_t)t->shape[d];
+    return n;
+}
+
+static char *build_header(const adadelta_st_out *t, int n, const char *const *meta_kv,
+                          int n_meta, const char *checksum)
+{
+    json_t *root = json_object();
+    json_t *meta = json_object();
+    for (int i = 0; i < n_meta; i++)
+        json_object_set_new(meta, meta_kv[2 * i], json_string(meta_kv[2 * i + 1]));
+    if (checksum)
+        json_object_set_new(meta, "checksum", json_string(checksum));
+    json_object_set_new(root, "__metadata__", meta);
+    size_t at = 0;
+    for (int i = 0; i < n; i++) {
+        json_t *desc = json_object();
+        json_t *shape = json_array();
+        for (int d = 0; d < t[i].ndim; d++)
+            json_array_append_new(shape, json_integer(t[i].shape[d]));
+        size_t nb = out_bytes(&t[i]);
+        json_object_set_new(desc, "dtype", json_string(dtype_names[t[i].dtype]));
+        json_object_set_new(desc, "shape", shape);
+        json_object_set_new(desc, "data_offsets",
+                            json_pack("[I, I]", (json_int_t)at, (json_int_t)(at + nb)));
+        json_object_set_new(root, t[i].name, desc);
+        at += nb;
+    }
+    char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    return text;
+}
+
+int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
+                      const char *const *meta_kv, int n_meta, int with_checksum)
+{
+    char checksum[9];
+    if (with_checksum) {
+        uint32_t crc = 0;
+        for (int i = 0; i < n; i++)
+            crc = adadelta__crc32c(crc, t[i].data, out_bytes(&t[i]));
+        snprintf(checksum, sizeof checksum, "%08x", crc);
+    }
+    char *header = build_header(t, n, meta_kv, n_meta, with_checksum ? checksum : NULL);
+    if (!header)
+        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", path);
+    size_t hlen = strlen(header);
+    size_t padded = (hlen + 7) & ~(size_t)7; /* data starts 8-aligned */
+
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    if (!tmp) {
+        free(header);
+        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", path);
+    }
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int e = errno;
+        free(header);
+        free(tmp);
+        return adadelta__fail(ADADELTA_EIO, "%s: cannot create a temporary file: %s", path,
+                              strerror(e));
+    }
+    fchmod(fd, 0644);
+    FILE *fp = fdopen(fd, "wb");
+    int ok = fp != NULL;
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++)
+        len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    ok = ok && fwrite(len8, 1, 8, fp) == 8 && fwrite(header, 1, hlen, fp) == hlen;
+    for (size_t i = hlen; ok && i < padded; i++)
+        ok = fputc(' ', fp) != EOF;
+    for (int i = 0; ok && i < n; i++) {
+        size_t nb = out_bytes(&t[i]);
+        ok = nb == 0 || fwrite(t[i].data, 1, nb, fp) == nb;
+    }
+    ok = ok && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
+    int e = errno;
+    if (fp)
+        ok = (fclose(fp) == 0) && ok;
+    else
+        close(fd);
+    free(header);
+    if (!ok || rename(tmp, path) != 0) {
+        if (ok)
+            e = errno;
+        unlink(tmp);
+        free(tmp);
+        return adadelta__fail(ADADELTA_EIO, "%s: write failed: %s", path, strerror(e));
+    }
+    free(tmp);
+    return ADADELTA_OK;
+}

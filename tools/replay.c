@@ -1,0 +1,44 @@
+/* adadelta-replay - runs the optimizer over recorded gradients
+ * (replay-cli.md): the conformance harness and a debugging tool. */
+#include "replay_common.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+int main(int argc, char **argv)
+{
+    replay_opts o;
+    int rc = replay_parse_args(argc, argv, 0, &o);
+    if (rc)
+        return rc;
+    adadelta *opt;
+    if ((rc = replay_make_optimizer(&o, &opt)))
+        return rc;
+    replay_grads g;
+    if ((rc = replay_load_grads(o.grads, opt, &g)) == 0) {
+        for (int k = 0; k < g.calls && !rc; k++) {
+            int st = adadelta_apply(opt, g.table + (size_t)k * g.n_vars);
+            if (st) {
+                fprintf(stderr, "error: call %d: %s\n", k, adadelta_last_error());
+                rc = replay_exit_code(st);
+            }
+        }
+        if (!rc && o.finalize)
+            adadelta_finalize_variable_values(opt);
+        if (!rc && o.out) {
+            int st = adadelta_save(opt, o.out);
+            if (st) {
+                fprintf(stderr, "error: %s\n", adadelta_last_error());
+                rc = replay_exit_code(st) == EXIT_BAD_FILE ? 1 : replay_exit_code(st);
+            }
+        }
+        replay_free_grads(&g);
+    }
+    /* Variables read from --params were allocated by replay_make_optimizer;
+     * --resume variables belong to the optimizer. */
+    if (!o.resume)
+        for (int v = 0; v < adadelta_num_variables(opt); v++)
+            free(adadelta_variable_data(opt, v));
+    adadelta_destroy(opt);
+    return rc;
+}

@@ -1,0 +1,338 @@
+/* replay_common.c - options and input files of the replay drivers. */
+#include "replay_common.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage_line(const char *prog)
+{
+    fprintf(stderr,
+            "usage: %s --params FILE --grads FILE [--config FILE] [--out FILE] "
+            "[--threads N] [--exclude-from-weight-decay NAMES] [--finalize] "
+            "[--resume FILE]%s\n",
+            prog, strstr(prog, "mpi") ? " [--mode replicated|sharded]" : "");
+}
+
+int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char **slot = NULL;
+        if (!strcmp(a, "--params"))
+            slot = &o->params;
+        else if (!strcmp(a, "--grads"))
+            slot = &o->grads;
+        else if (!strcmp(a, "--config"))
+            slot = &o->config;
+        else if (!strcmp(a, "--out"))
+            slot = &o->out;
+        else if (!strcmp(a, "--resume"))
+            slot = &o->resume;
+        else if (!strcmp(a, "--exclude-from-weight-decay"))
+            slot = &o->exclude;
+        else if (with_mode && !strcmp(a, "--mode"))
+            slot = &o->mode;
+        else if (!strcmp(a, "--finalize")) {
+            o->finalize = 1;
+            continue;
+        } else if (!strcmp(a, "--threads")) {
+            char *end;
+            if (i + 1 >= argc) {
+                fprintf(stderr, "%s: --threads needs a value\n", argv[0]);
+                return EXIT_USAGE;
+            }
+            errno = 0;
+            long n = strtol(argv[++i], &end, 10);
+            if (errno || *end || n < 1 || n > 4096) {
+                fprintf(stderr, "%s: --threads = '%s' is not an integer in [1, 4096]\n",
+                        argv[0], argv[i]);
+                return EXIT_USAGE;
+            }
+            o->threads = (int)n;
+            continue;
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage_line(argv[0]);
+            exit(0);
+        } else {
+            fprintf(stderr, "%s: unknown option '%s'\n", argv[0], a);
+            usage_line(argv[0]);
+            return EXIT_USAGE;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "%s: %s needs a value\n", argv[0], a);
+            return EXIT_USAGE;
+        }
+        *slot = argv[++i];
+    }
+    if (!o->grads) {
+        fprintf(stderr, "%s: --grads is required\n", argv[0]);
+        return EXIT_USAGE;
+    }
+    if (!o->params && !o->resume) {
+        fprintf(stderr, "%s: --params is required (or --resume)\n", argv[0]);
+        return EXIT_USAGE;
+    }
+    if (o->mode && strcmp(o->mode, "replicated") && strcmp(o->mode, "sharded")) {
+        fprintf(stderr, "%s: --mode = '%s' is not replicated or sharded\n", argv[0], o->mode);
+        return EXIT_USAGE;
+    }
+    return 0;
+}
+
+int replay_exit_code(int status)
+{
+    switch (status) {
+    case ADADELTA_OK:
+        return 0;
+    case ADADELTA_EIO:
+    case ADADELTA_EFORMAT:
+        return EXIT_BAD_FILE;
+    case ADADELTA_EMISMATCH:
+    case ADADELTA_ENOGRAD:
+    case ADADELTA_ENOTFOUND:
+    case ADADELTA_ENONFINITE:
+        return EXIT_MISMATCH;
+    case ADADELTA_EINVAL:
+        return EXIT_USAGE;
+    default:
+        return 1;
+    }
+}
+
+static int fail(int status)
+{
+    fprintf(stderr, "error: %s\n", adadelta_last_error());
+    return replay_exit_code(status);
+}
+
+static int read_text(const char *path, char **out)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        fprintf(stderr, "error: %s: cannot open: %s\n", path, strerror(errno));
+        return EXIT_BAD_FILE;
+    }
+    size_t cap = 4096, n = 0;
+    char *s = malloc(cap);
+    size_t got;
+    while (s && (got = fread(s + n, 1, cap - n - 1, fp)) > 0) {
+        n += got;
+        if (n + 1 == cap) {
+            char *bigger = cap < (64u << 20) ? realloc(s, cap * 2) : NULL;
+            if (!bigger) {
+                free(s);
+                s = NULL;
+                break;
+            }
+            s = bigger;
+            cap *= 2;
+        }
+    }
+    int err = ferror(fp);
+    fclose(fp);
+    if (!s || err) {
+        free(s);
+        fprintf(stderr, "error: %s: cannot read (or larger than 64 MiB)\n", path);
+        return EXIT_BAD_FILE;
+    }
+    s[n] = '\0';
+    if (strlen(s) != n) {
+        free(s);
+        fprintf(stderr, "error: %s: holds a NUL byte, not JSON text\n", path);
+        return EXIT_USAGE;
+    }
+    *out = s;
+    return 0;
+}
+
+static int add_params(const char *path, adadelta *opt)
+{
+    adadelta_st_file *f;
+    int rc = adadelta_st_read(path, &f);
+    if (rc)
+        return fail(rc);
+    for (int i = 0; i < f->n && !rc; i++) {
+        const adadelta_st_tensor *t = &f->t[i];
+        if (t->dtype != ADADELTA_ST_F32) {
+            fprintf(stderr, "error: %s: variable '%s' is not F32 (only float32 variables)\n",
+                    path, t->name);
+            rc = ADADELTA_EFORMAT;
+            break;
+        }
+        float *data = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+        if (!data) {
+            fprintf(stderr, "error: %s: out of memory\n", path);
+            rc = ADADELTA_ENOMEM;
+            break;
+        }
+        adadelta_st_copy_f32(t, data);
+        int v = adadelta_add_variable(opt, t->name, ADADELTA_F32, data, t->ndim, t->shape);
+        if (v < 0) {
+            free(data);
+            fprintf(stderr, "error: %s: %s\n", path, adadelta_last_error());
+            rc = ADADELTA_EFORMAT;
+        }
+    }
+    adadelta_st_free(f);
+    return rc ? replay_exit_code(rc) : 0;
+}
+
+int replay_make_optimizer(const replay_opts *o, adadelta **out)
+{
+    *out = NULL;
+    adadelta_config cfg;
+    adadelta_config_default(&cfg);
+    int rc;
+    if (o->config) {
+        char *text;
+        if ((rc = read_text(o->config, &text)))
+            return rc;
+        rc = adadelta_config_from_json(&cfg, text);
+        free(text);
+        if (rc) {
+            fprintf(stderr, "error: %s: %s\n", o->config, adadelta_last_error());
+            return EXIT_USAGE;
+        }
+    }
+    adadelta *opt = NULL;
+    if (o->resume) {
+        if ((rc = adadelta_create_from_state(o->resume, o->config ? &cfg : NULL, &opt)))
+            return fail(rc);
+    } else {
+        if ((rc = adadelta_create(&cfg, &opt)))
+            return fail(rc);
+        if ((rc = add_params(o->params, opt))) {
+            /* variables were malloc'ed here; free them with the optimizer */
+            for (int v = 0; v < adadelta_num_variables(opt); v++)
+                free(adadelta_variable_data(opt, v));
+            adadelta_destroy(opt);
+            return rc;
+        }
+    }
+    if (o->threads && (rc = adadelta_set_threads(opt, o->threads)))
+        goto failed;
+    if (o->exclude) {
+        char *copy = strdup(o->exclude);
+        const char *names[256];
+        int n = 0;
+        for (char *tok = strtok(copy, ","); tok && n < 256; tok = strtok(NULL, ","))
+            if (*tok)
+                names[n++] = tok;
+        rc = adadelta_exclude_from_weight_decay(opt, NULL, 0, names, n);
+        free(copy);
+        if (rc) {
+            fprintf(stderr, "error: --exclude-from-weight-decay: %s\n", adadelta_last_error());
+            rc = ADADELTA_EINVAL;
+            goto failed;
+        }
+    }
+    *out = opt;
+    return 0;
+failed:
+    fprintf(stderr, "error: %s\n", adadelta_last_error());
+    adadelta_destroy(opt);
+    return replay_exit_code(rc);
+}
+
+void replay_free_grads(replay_grads *g)
+{
+    free(g->data);
+    free(g->table);
+    memset(g, 0, sizeof *g);
+}
+
+/* "grads/<k>/<name>": k and the name, or -1. */
+static long parse_grad_name(const char *s, const char **name)
+{
+    if (strncmp(s, "grads/", 6) != 0)
+        return -1;
+    s += 6;
+    if (*s < '0' || *s > '9')
+        return -1;
+    char *end;
+    errno = 0;
+    long k = strtol(s, &end, 10);
+    if (errno || *end != '/' || k > 10000000)
+        return -1;
+    *name = end + 1;
+    return k;
+}
+
+int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
+{
+    memset(g, 0, sizeof *g);
+    adadelta_st_file *f;
+    int rc = adadelta_st_read(path, &f);
+    if (rc)
+        return fail(rc);
+    int n_vars = adadelta_num_variables(opt);
+    long calls = 0;
+    for (int i = 0; i < f->n; i++) {
+        const adadelta_st_tensor *t = &f->t[i];
+        const char *name;
+        long k = parse_grad_name(t->name, &name);
+        if (k < 0) {
+            fprintf(stderr, "error: %s: tensor '%s' is not named grads/<call>/<variable>\n",
+                    path, t->name);
+            adadelta_st_free(f);
+            return EXIT_BAD_FILE;
+        }
+        int v = adadelta_find_variable(opt, name);
+        int ndim;
+        int64_t shape[ADADELTA_MAX_DIMS];
+        if (v < 0) {
+            fprintf(stderr, "error: %s: tensor '%s' is a gradient for unknown variable '%s'\n",
+                    path, t->name, name);
+            adadelta_st_free(f);
+            return EXIT_MISMATCH;
+        }
+        adadelta_variable_shape(opt, v, &ndim, shape);
+        int same = t->dtype == ADADELTA_ST_F32 && t->ndim == ndim;
+        for (int d = 0; same && d < ndim; d++)
+            same = t->shape[d] == shape[d];
+        if (!same) {
+            fprintf(stderr,
+                    "error: %s: tensor '%s' has another shape or dtype than variable '%s'\n",
+                    path, t->name, name);
+            adadelta_st_free(f);
+            return EXIT_MISMATCH;
+        }
+        if (k + 1 > calls)
+            calls = k + 1;
+    }
+    size_t data_bytes = f->size - f->data_start;
+    g->calls = (int)calls;
+    g->n_vars = n_vars;
+    g->data = malloc(data_bytes ? data_bytes : 4);
+    g->table = calloc((size_t)calls * (size_t)n_vars + 1, sizeof *g->table);
+    if (!g->data || !g->table) {
+        adadelta_st_free(f);
+        replay_free_grads(g);
+        fprintf(stderr, "error: %s: out of memory\n", path);
+        return 1;
+    }
+    memcpy(g->data, f->buf + f->data_start, data_bytes);
+    for (int i = 0; i < f->n; i++) {
+        const adadelta_st_tensor *t = &f->t[i];
+        const char *name;
+        long k = parse_grad_name(t->name, &name);
+        int v = adadelta_find_variable(opt, name);
+        g->table[k * n_vars + v] =
+            (const float *)((const char *)g->data + (t->data - (f->buf + f->data_start)));
+    }
+    adadelta_st_free(f);
+    for (int k = 0; k < g->calls; k++) {
+        int any = 0;
+        for (int v = 0; v < n_vars; v++)
+            any |= g->table[k * n_vars + v] != NULL;
+        if (!any) {
+            fprintf(stderr, "error: %s: call %d has no gradient for any variable\n", path, k);
+            replay_free_grads(g);
+            return EXIT_MISMATCH;
+        }
+    }
+    return 0;
+}

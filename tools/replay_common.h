@@ -1,0 +1,40 @@
+/* replay_common.h - what adadelta-replay and adadelta-mpi-replay share:
+ * options, input files, exit statuses (replay-cli.md). */
+#ifndef REPLAY_COMMON_H
+#define REPLAY_COMMON_H
+
+#include "adadelta.h"
+#include "safetensors.h"
+
+/* Exit statuses of the contract. */
+enum { EXIT_USAGE = 2, EXIT_BAD_FILE = 3, EXIT_MISMATCH = 4 };
+
+typedef struct replay_opts {
+    const char *params, *grads, *config, *out, *resume, *exclude, *mode;
+    int threads; /* 0 = OpenMP's default */
+    int finalize;
+} replay_opts;
+
+/* Parses argv; on error prints one line and returns EXIT_USAGE. with_mode
+ * accepts --mode (the MPI driver). */
+int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o);
+
+/* The exit status for a library status. */
+int replay_exit_code(int status);
+
+/* Builds the optimizer from --config/--params or --resume, applies
+ * --threads and --exclude-from-weight-decay. Prints the error and returns
+ * the exit status on failure. */
+int replay_make_optimizer(const replay_opts *o, adadelta **out);
+
+/* The gradients of every call, checked against the optimizer's variables. */
+typedef struct replay_grads {
+    int calls, n_vars;
+    float *data;          /* aligned copy of the file's data section */
+    const float **table;  /* table[k * n_vars + v], NULL = no gradient */
+} replay_grads;
+
+int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g);
+void replay_free_grads(replay_grads *g);
+
+#endif
