@@ -780,7 +780,7 @@ static int check_grads_arg(adadelta *opt, const float *const *grads, const char 
     for (int v = 0; v < opt->n_vars; v++)
         if (grads[v])
             return ADADELTA_OK;
-    return adadelta__fail(ADADELTA_ENOGRAD, "%s: no gradients provided for any variable",
+    return adadelta__fail(ADADELTA_ENOGRAD, "%s: No gradients provided for any variable",
                           who);
 }
 
