@@ -1,0 +1,229 @@
+/* test_conformance.c - adadelta-replay over every case in data/keras and
+ * data/torch, compared with the expected states within each case's
+ * tolerance; and its output file byte-identical for 1, 2, 3, 4, 7 threads. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "adadelta.h"
+#include "safetensors.h"
+
+static const char *data_dir(void)
+{
+    const char *d = getenv("ADADELTA_TEST_DATA");
+    return d ? d : "data";
+}
+
+static const char *replay(void)
+{
+    const char *r = getenv("ADADELTA_REPLAY");
+    return r ? r : "../tools/adadelta-replay";
+}
+
+static char tmpdir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    strcpy(tmpdir, "/tmp/adadelta-conf-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Runs the replay driver on one case; returns its exit status. */
+static int run_case(const char *dir, int threads, const char *out)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/case.json", dir);
+    json_error_t err;
+    json_t *c = json_load_file(path, 0, &err);
+    assert_non_null(c);
+    char extra[512] = "";
+    if (json_is_true(json_object_get(c, "finalize")))
+        strcat(extra, " --finalize");
+    json_t *ex = json_object_get(c, "exclude_from_weight_decay");
+    if (json_is_array(ex) && json_array_size(ex)) {
+        strcat(extra, " --exclude-from-weight-decay ");
+        for (size_t i = 0; i < json_array_size(ex); i++) {
+            if (i)
+                strcat(extra, ",");
+            strncat(extra, json_string_value(json_array_get(ex, i)), 64);
+        }
+    }
+    json_decref(c);
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "'%s' --params '%s/params.safetensors' --grads '%s/grads.safetensors' "
+             "--config '%s/config.json' --out '%s' --threads %d%s",
+             replay(), dir, dir, dir, out, threads, extra);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static double get(const adadelta_st_tensor *t, int64_t i)
+{
+    if (t->dtype == ADADELTA_ST_F32) {
+        float x;
+        memcpy(&x, t->data + 4 * i, 4);
+        return x;
+    }
+    if (t->dtype == ADADELTA_ST_F64) {
+        double x;
+        memcpy(&x, t->data + 8 * i, 8);
+        return x;
+    }
+    int64_t x;
+    memcpy(&x, t->data + 8 * i, 8);
+    return (double)x;
+}
+
+/* Every expected tensor must be in the output and within tolerance
+ * (the rule of ../shared/conformance/README.md). Returns failures. */
+static int compare(const char *expected_path, const char *got_path, double rtol, double atol)
+{
+    adadelta_st_file *exp, *got;
+    assert_int_equal(adadelta_st_read(expected_path, &exp), 0);
+    assert_int_equal(adadelta_st_read(got_path, &got), 0);
+    int failures = 0;
+    for (int i = 0; i < exp->n; i++) {
+        const adadelta_st_tensor *e = &exp->t[i], *g = adadelta_st_find(got, e->name);
+        if (!g || g->numel != e->numel) {
+            fprintf(stderr, "  %s: missing or wrong size\n", e->name);
+            failures++;
+            continue;
+        }
+        int64_t bad = 0;
+        for (int64_t k = 0; k < e->numel; k++) {
+            double x = get(g, k), y = get(e, k);
+            int ok = e->dtype == ADADELTA_ST_I64 ? x == y
+                     : isnan(y)                 ? isnan(x)
+                                                : fabs(x - y) <= rtol * (fabs(y) + atol / rtol);
+            bad += !ok;
+        }
+        if (bad) {
+            fprintf(stderr, "  %s: %lld of %lld elements outside tolerance\n", e->name,
+                    (long long)bad, (long long)e->numel);
+            failures++;
+        }
+    }
+    adadelta_st_free(exp);
+    adadelta_st_free(got);
+    return failures;
+}
+
+static void check_suite(const char *suite, int *n_cases)
+{
+    char dirpath[1024];
+    snprintf(dirpath, sizeof dirpath, "%s/%s", data_dir(), suite);
+    DIR *d = opendir(dirpath);
+    assert_non_null(d);
+    struct dirent *e;
+    int failures = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char dir[1400], out[1400], casefile[1500];
+        snprintf(dir, sizeof dir, "%s/%s", dirpath, e->d_name);
+        snprintf(out, sizeof out, "%s/%s.safetensors", tmpdir, e->d_name);
+        snprintf(casefile, sizeof casefile, "%s/case.json", dir);
+        json_error_t err;
+        json_t *c = json_load_file(casefile, 0, &err);
+        assert_non_null(c);
+        json_t *tol = json_object_get(c, "tolerance");
+        double rtol = json_number_value(json_object_get(tol, "rtol"));
+        double atol = json_number_value(json_object_get(tol, "atol"));
+        json_decref(c);
+        int st = run_case(dir, 2, out);
+        char expected[1500];
+        snprintf(expected, sizeof expected, "%s/expected.safetensors", dir);
+        int f = st == 0 ? compare(expected, out, rtol, atol) : 1;
+        fprintf(stderr, "%s/%s: %s\n", suite, e->d_name, f ? "FAIL" : "ok");
+        failures += f != 0;
+        (*n_cases)++;
+    }
+    closedir(d);
+    assert_int_equal(failures, 0);
+}
+
+static void keras_cases_match_expected_states(void **state)
+{
+    (void)state;
+    int n = 0;
+    check_suite("keras", &n);
+    assert_true(n >= 20);
+}
+
+static void torch_cases_match_expected_states(void **state)
+{
+    (void)state;
+    int n = 0;
+    check_suite("torch", &n);
+    assert_true(n >= 5);
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    rewind(f);
+    char *b = malloc(*len + 1);
+    assert_int_equal(fread(b, 1, *len, f), *len);
+    fclose(f);
+    return b;
+}
+
+static void output_bytes_do_not_depend_on_threads(void **state)
+{
+    (void)state;
+    const char *cases[] = {"kitchen_sink", "loss_scale_optimizer", "clipnorm"};
+    for (int c = 0; c < 3; c++) {
+        char dir[1024], ref_path[1024];
+        snprintf(dir, sizeof dir, "%s/keras/%s", data_dir(), cases[c]);
+        snprintf(ref_path, sizeof ref_path, "%s/t1.safetensors", tmpdir);
+        assert_int_equal(run_case(dir, 1, ref_path), 0);
+        size_t ref_len;
+        char *ref = slurp(ref_path, &ref_len);
+        const int threads[] = {2, 3, 4, 7};
+        for (int t = 0; t < 4; t++) {
+            char out[1024];
+            snprintf(out, sizeof out, "%s/t%d.safetensors", tmpdir, threads[t]);
+            assert_int_equal(run_case(dir, threads[t], out), 0);
+            size_t len;
+            char *got = slurp(out, &len);
+            assert_int_equal(len, ref_len);
+            assert_memory_equal(got, ref, len);
+            free(got);
+        }
+        free(ref);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(keras_cases_match_expected_states),
+        cmocka_unit_test(torch_cases_match_expected_states),
+        cmocka_unit_test(output_bytes_do_not_depend_on_threads),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown) ? 1 : 0;
+}
