@@ -668,6 +668,20 @@ static int is_accumulation_only(const adadelta *opt)
     return n && (opt->iterations + 1) % n != 0;
 }
 
+/* LossScaleOptimizer after a call with finite gradients (an update or an
+ * accumulation-only call alike): grow the scale every growth_steps calls. */
+static void count_finite_call(adadelta *opt)
+{
+    if (!opt->cfg.dynamic_loss_scale)
+        return;
+    if (opt->step_counter == opt->cfg.dynamic_growth_steps - 1) {
+        opt->step_counter = 0;
+        opt->dynamic_scale = opt->dynamic_scale * 2.0f;
+    } else {
+        opt->step_counter++;
+    }
+}
+
 /* An accumulation-only call: acc += g, EMA, iterations + 1. */
 static void accumulate_call(adadelta *opt, call_ctx *c)
 {
@@ -676,6 +690,7 @@ static void accumulate_call(adadelta *opt, call_ctx *c)
     if (c->p.ema)
         for_each_shard(opt, shard_ema, c);
     opt->vars_changed = c->p.ema && c->p.ema_overwrite;
+    count_finite_call(opt);
     opt->iterations++;
 }
 
@@ -759,14 +774,7 @@ static int update_call(adadelta *opt, call_ctx *c, const adadelta_dist_ops *ops)
     set_ema_params(opt, p);
     for_each_shard(opt, shard_step, c);
     opt->vars_changed = 1;
-    if (cfg->dynamic_loss_scale) {
-        if (opt->step_counter == cfg->dynamic_growth_steps - 1) {
-            opt->step_counter = 0;
-            opt->dynamic_scale = opt->dynamic_scale * 2.0f;
-        } else {
-            opt->step_counter++;
-        }
-    }
+    count_finite_call(opt);
     opt->iterations++;
     return ADADELTA_OK;
 }

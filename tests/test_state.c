@@ -1,0 +1,333 @@
+/* test_state.c - checkpoints: exact resume with every feature on, corrupted
+ * files refused without touching the optimizer, a writer killed mid-write
+ * leaves the previous file loadable, and the numpy reader reads it. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "adadelta.h"
+
+enum { NV = 3, CALLS = 11, SPLIT = 4 };
+static const int64_t sizes[NV] = {5, 20000, 1};
+static char dir[64];
+
+static int setup(void **state)
+{
+    (void)state;
+    strcpy(dir, "/tmp/adadelta-state-XXXXXX");
+    return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Every feature at once: loss scaling (dynamic), accumulation over 3 calls,
+ * global clipnorm, weight decay, EMA with overwrite, a schedule. */
+static void full_config(adadelta_config *cfg)
+{
+    adadelta_config_default(cfg);
+    adadelta_lr_cosine_decay(&cfg->learning_rate, 1.0, 8, 0.1, ADADELTA_UNSET, 0);
+    cfg->gradient_accumulation_steps = 3;
+    cfg->global_clipnorm = 0.5;
+    cfg->weight_decay = 0.02;
+    cfg->use_ema = 1;
+    cfg->ema_momentum = 0.9;
+    cfg->ema_overwrite_frequency = 2;
+    cfg->dynamic_loss_scale = 1;
+    cfg->initial_scale = 64;
+    cfg->dynamic_growth_steps = 2;
+}
+
+static float *vars[NV];
+
+static adadelta *build(void)
+{
+    adadelta_config cfg;
+    full_config(&cfg);
+    adadelta *opt;
+    assert_int_equal(adadelta_create(&cfg, &opt), 0);
+    for (int v = 0; v < NV; v++) {
+        vars[v] = realloc(vars[v], (size_t)sizes[v] * sizeof(float));
+        for (int64_t i = 0; i < sizes[v]; i++)
+            vars[v][i] = (float)sin(1.0 + (double)i * 0.3 + v);
+        char name[16];
+        snprintf(name, sizeof name, "layer%d/w", v);
+        assert_int_equal(adadelta_add_variable(opt, name, ADADELTA_F32, vars[v], 1, &sizes[v]),
+                         v);
+    }
+    return opt;
+}
+
+/* Call k's gradients; call 5 holds an Inf so loss scaling skips it. */
+static void apply_call(adadelta *opt, int k)
+{
+    static float g[NV][20000];
+    const float *grads[NV];
+    for (int v = 0; v < NV; v++) {
+        for (int64_t i = 0; i < sizes[v]; i++)
+            g[v][i] = (float)(40.0 * cos((double)i * 0.7 + k + v));
+        grads[v] = (v == 2 && k % 4 == 1) ? NULL : g[v];
+    }
+    if (k == 5)
+        g[1][7] = INFINITY;
+    assert_int_equal(adadelta_apply(opt, grads), 0);
+}
+
+static void same_state(adadelta *a, adadelta *b)
+{
+    assert_int_equal(adadelta_iterations(a), adadelta_iterations(b));
+    assert_true(adadelta_dynamic_scale(a) == adadelta_dynamic_scale(b));
+    assert_int_equal(adadelta_step_counter(a), adadelta_step_counter(b));
+    for (int v = 0; v < NV; v++) {
+        size_t bytes = (size_t)sizes[v] * sizeof(float);
+        assert_memory_equal(adadelta_variable_data(a, v), adadelta_variable_data(b, v), bytes);
+        for (int k = 0; k < 4; k++)
+            assert_memory_equal(adadelta_slot(a, v, k), adadelta_slot(b, v, k), bytes);
+    }
+}
+
+static void resume_is_byte_exact_with_every_feature(void **state)
+{
+    (void)state;
+    /* the uninterrupted run, kept in its own buffers */
+    adadelta *whole = build();
+    float *keep[NV];
+    memcpy(keep, vars, sizeof keep);
+    memset(vars, 0, sizeof vars);
+    for (int k = 0; k < CALLS; k++)
+        apply_call(whole, k);
+    /* 64, x2 after calls 1 and 3, /2 at the Inf of call 5, x2 after 7 and 9 */
+    assert_true(adadelta_dynamic_scale(whole) == 512.0f);
+
+    adadelta *first = build();
+    for (int k = 0; k < SPLIT; k++) /* stops mid-accumulation (4 % 3 != 0) */
+        apply_call(first, k);
+    char path[128];
+    snprintf(path, sizeof path, "%s/ckpt.safetensors", dir);
+    assert_int_equal(adadelta_save(first, path), 0);
+    adadelta_destroy(first);
+
+    adadelta *resumed = NULL;
+    assert_int_equal(adadelta_create_from_state(path, NULL, &resumed), 0);
+    assert_int_equal(adadelta_iterations(resumed), SPLIT);
+    for (int k = SPLIT; k < CALLS; k++)
+        apply_call(resumed, k);
+    same_state(whole, resumed);
+
+    /* adadelta_load into an optimizer built by the user gives the same. */
+    adadelta *loaded = build();
+    assert_int_equal(adadelta_load(loaded, path), 0);
+    for (int k = SPLIT; k < CALLS; k++)
+        apply_call(loaded, k);
+    same_state(whole, loaded);
+
+    adadelta_destroy(resumed);
+    adadelta_destroy(loaded);
+    adadelta_destroy(whole);
+    for (int v = 0; v < NV; v++)
+        free(keep[v]);
+}
+
+static unsigned char *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    rewind(f);
+    unsigned char *b = malloc(*n);
+    assert_int_equal(fread(b, 1, *n, f), *n);
+    fclose(f);
+    return b;
+}
+
+static void write_all(const char *path, const unsigned char *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    fclose(f);
+}
+
+static void corrupted_byte_anywhere_is_refused_and_changes_nothing(void **state)
+{
+    (void)state;
+    adadelta *opt = build();
+    for (int k = 0; k < 3; k++)
+        apply_call(opt, k);
+    char good[128], bad[128];
+    snprintf(good, sizeof good, "%s/good.safetensors", dir);
+    snprintf(bad, sizeof bad, "%s/bad.safetensors", dir);
+    assert_int_equal(adadelta_save(opt, good), 0);
+    size_t n;
+    unsigned char *bytes = read_all(good, &n);
+
+    adadelta *target = build(); /* fresh state, iterations 0 */
+    float before = adadelta_variable_data(target, 1)[3];
+    /* Small variables only, so the sweep stays fast: a file of its own. */
+    int refused = 0;
+    for (size_t i = 0; i < n; i += (i < 4096 ? 1 : 997)) {
+        bytes[i] ^= 0xFF;
+        write_all(bad, bytes, n);
+        bytes[i] ^= 0xFF;
+        int rc = adadelta_load(target, bad);
+        if (rc != ADADELTA_EFORMAT) {
+            fprintf(stderr, "byte %zu: status %s (%s)\n", i, adadelta_status_name(rc),
+                    adadelta_last_error());
+            fail();
+        }
+        refused++;
+    }
+    assert_true(refused > 4000);
+    assert_int_equal(adadelta_iterations(target), 0);
+    assert_true(adadelta_variable_data(target, 1)[3] == before);
+    assert_true(adadelta_slot(target, 1, ADADELTA_SLOT_ACCUMULATED_GRAD)[3] == 0.0f);
+    /* truncated anywhere */
+    for (size_t len = 0; len < n; len += (len < 2048 ? 1 : 4093)) {
+        write_all(bad, bytes, len);
+        assert_int_equal(adadelta_load(target, bad), ADADELTA_EFORMAT);
+    }
+    assert_int_equal(adadelta_iterations(target), 0);
+    /* and the intact file loads */
+    assert_int_equal(adadelta_load(target, good), 0);
+    assert_int_equal(adadelta_iterations(target), 3);
+    free(bytes);
+    adadelta_destroy(opt);
+    adadelta_destroy(target);
+}
+
+static void mismatched_optimizer_is_refused_untouched(void **state)
+{
+    (void)state;
+    adadelta *opt = build();
+    apply_call(opt, 0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/m.safetensors", dir);
+    assert_int_equal(adadelta_save(opt, path), 0);
+    adadelta_destroy(opt);
+
+    adadelta_config cfg;
+    full_config(&cfg);
+    adadelta *other;
+    assert_int_equal(adadelta_create(&cfg, &other), 0);
+    float a[5] = {1, 2, 3, 4, 5};
+    int64_t five = 5;
+    adadelta_add_variable(other, "not_layer0", ADADELTA_F32, a, 1, &five);
+    assert_int_equal(adadelta_load(other, path), ADADELTA_EMISMATCH);
+    assert_non_null(strstr(adadelta_last_error(), "holds 3 variables, the optimizer has 1"));
+    assert_true(a[0] == 1 && a[4] == 5);
+    assert_int_equal(adadelta_iterations(other), 0);
+    adadelta_destroy(other);
+
+    /* same variables, a config without EMA: its tensors would not fit */
+    adadelta_config_default(&cfg);
+    assert_int_equal(adadelta_create_from_state(path, &cfg, &other), ADADELTA_EMISMATCH);
+    assert_null(other);
+}
+
+static void killed_writer_leaves_previous_checkpoint(void **state)
+{
+    (void)state;
+    adadelta_config cfg;
+    adadelta_config_default(&cfg);
+    adadelta *opt;
+    assert_int_equal(adadelta_create(&cfg, &opt), 0);
+    int64_t n = 1 << 24; /* 64 MB: a save takes a while */
+    float *w = calloc((size_t)n, sizeof(float));
+    adadelta_add_variable(opt, "big", ADADELTA_F32, w, 1, &n);
+    char path[128];
+    snprintf(path, sizeof path, "%s/big.safetensors", dir);
+    assert_int_equal(adadelta_save(opt, path), 0);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        for (int64_t i = 0; i < n; i++)
+            w[i] = 1.0f;
+        for (;;)
+            adadelta_save(opt, path);
+    }
+    struct timespec ts = {0, 150 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    kill(pid, SIGKILL);
+    int status;
+    waitpid(pid, &status, 0);
+    assert_true(WIFSIGNALED(status));
+
+    adadelta *back;
+    assert_int_equal(adadelta_create_from_state(path, NULL, &back), 0);
+    float first = adadelta_variable_data(back, 0)[0];
+    float last = adadelta_variable_data(back, 0)[n - 1];
+    assert_true(first == last); /* one whole version, old (0) or new (1) */
+    adadelta_destroy(back);
+    adadelta_destroy(opt);
+    free(w);
+}
+
+static void python_reader_prints_the_state(void **state)
+{
+    (void)state;
+    const char *src = getenv("ADADELTA_SRCDIR");
+    char probe[512];
+    snprintf(probe, sizeof probe, "for p in python3 /usr/bin/python3; do "
+                                  "$p -c 'import numpy' 2>/dev/null && echo $p && exit 0; "
+                                  "done; exit 1");
+    FILE *pp = popen(probe, "r");
+    char py[256] = "";
+    if (!pp || !fgets(py, sizeof py, pp)) {
+        if (pp)
+            pclose(pp);
+        skip(); /* no numpy here */
+    }
+    pclose(pp);
+    py[strcspn(py, "\n")] = '\0';
+    adadelta *opt = build();
+    apply_call(opt, 0);
+    char path[128], cmd[1024];
+    snprintf(path, sizeof path, "%s/py.safetensors", dir);
+    assert_int_equal(adadelta_save(opt, path), 0);
+    snprintf(cmd, sizeof cmd, "%s '%s/tools/read_state.py' '%s'", py, src ? src : "..", path);
+    FILE *out = popen(cmd, "r");
+    assert_non_null(out);
+    char line[4096];
+    int saw_iter = 0, saw_slot = 0, saw_config = 0;
+    while (fgets(line, sizeof line, out)) {
+        saw_iter |= strstr(line, "optimizer/iterations int64 [] min 1 ") != NULL;
+        saw_slot |= strstr(line, "optimizer/gradient_accumulator/layer1/w float32 [20000]") != NULL;
+        saw_config |= strstr(line, "\"gradient_accumulation_steps\": 3") != NULL;
+    }
+    assert_int_equal(pclose(out), 0);
+    assert_true(saw_iter && saw_slot && saw_config);
+    adadelta_destroy(opt);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(resume_is_byte_exact_with_every_feature),
+        cmocka_unit_test(corrupted_byte_anywhere_is_refused_and_changes_nothing),
+        cmocka_unit_test(mismatched_optimizer_is_refused_untouched),
+        cmocka_unit_test(killed_writer_leaves_previous_checkpoint),
+        cmocka_unit_test(python_reader_prints_the_state),
+    };
+    int failed = cmocka_run_group_tests(tests, setup, teardown);
+    for (int v = 0; v < NV; v++)
+        free(vars[v]);
+    return failed ? 1 : 0;
+}
