@@ -11,6 +11,14 @@
 static json_t *optional_real(double x) { return adadelta_is_set(x) ? json_real(x) : json_null(); }
 static json_t *optional_int(int64_t x) { return x ? json_integer(x) : json_null(); }
 
+/* Step counts are ints in Keras configs: write 5, not 5.0, when integral. */
+static json_t *steps(double x)
+{
+    if (x == floor(x) && fabs(x) < 9e15)
+        return json_integer((json_int_t)x);
+    return json_real(x);
+}
+
 static json_t *schedule_to_json(const adadelta_learning_rate *lr)
 {
     const char *cls = NULL;
@@ -26,14 +34,14 @@ static json_t *schedule_to_json(const adadelta_learning_rate *lr)
         cls = lr->kind == ADADELTA_LR_EXPONENTIAL_DECAY ? "ExponentialDecay"
                                                         : "InverseTimeDecay";
         json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
-        json_object_set_new(c, "decay_steps", json_real(lr->decay_steps));
+        json_object_set_new(c, "decay_steps", steps(lr->decay_steps));
         json_object_set_new(c, "decay_rate", json_real(lr->decay_rate));
         json_object_set_new(c, "staircase", json_boolean(lr->staircase));
         break;
     case ADADELTA_LR_POLYNOMIAL_DECAY:
         cls = "PolynomialDecay";
         json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
-        json_object_set_new(c, "decay_steps", json_real(lr->decay_steps));
+        json_object_set_new(c, "decay_steps", steps(lr->decay_steps));
         json_object_set_new(c, "end_learning_rate", json_real(lr->end_learning_rate));
         json_object_set_new(c, "power", json_real(lr->power));
         json_object_set_new(c, "cycle", json_boolean(lr->cycle));
@@ -52,15 +60,15 @@ static json_t *schedule_to_json(const adadelta_learning_rate *lr)
     case ADADELTA_LR_COSINE_DECAY:
         cls = "CosineDecay";
         json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
-        json_object_set_new(c, "decay_steps", json_real(lr->decay_steps));
+        json_object_set_new(c, "decay_steps", steps(lr->decay_steps));
         json_object_set_new(c, "alpha", json_real(lr->alpha));
         json_object_set_new(c, "warmup_target", optional_real(lr->warmup_target));
-        json_object_set_new(c, "warmup_steps", json_real(lr->warmup_steps));
+        json_object_set_new(c, "warmup_steps", steps(lr->warmup_steps));
         break;
     case ADADELTA_LR_COSINE_DECAY_RESTARTS:
         cls = "CosineDecayRestarts";
         json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
-        json_object_set_new(c, "first_decay_steps", json_real(lr->decay_steps));
+        json_object_set_new(c, "first_decay_steps", steps(lr->decay_steps));
         json_object_set_new(c, "t_mul", json_real(lr->t_mul));
         json_object_set_new(c, "m_mul", json_real(lr->m_mul));
         json_object_set_new(c, "alpha", json_real(lr->alpha));
@@ -145,18 +153,20 @@ static int get_int(json_t *o, const char *prefix, const char *key, int64_t *out,
         *out = 0;
         return 0;
     }
+    int64_t x;
     if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
-        fabs(json_real_value(v)) < 9e15) {
-        *out = (int64_t)json_real_value(v);
-        return 0;
-    }
-    if (!json_is_integer(v))
+        fabs(json_real_value(v)) < 9e15)
+        x = (int64_t)json_real_value(v); /* 2.0 is 2 (Python's json writes it so) */
+    else if (json_is_integer(v))
+        x = json_integer_value(v);
+    else
         return adadelta__fail(ADADELTA_EINVAL, "config: %s%s must be an integer%s", prefix,
                               key, nullable ? " or null" : "");
-    *out = json_integer_value(v);
-    if (nullable && *out == 0)
+    /* 0 (or 0.0) would be read as "unset": refuse it, null is unset. */
+    if (nullable && x == 0)
         return adadelta__fail(ADADELTA_EINVAL, "config: %s%s = 0 is not allowed (use null)",
                               prefix, key);
+    *out = x;
     return 0;
 }
 
