@@ -17,8 +17,11 @@
  *                            replicated mode.
  *
  * All functions are collective over the communicator given at creation and
- * return the same status on every rank. Thread safety as adadelta.h: one
- * optimizer per thread at a time, and MPI must allow the calling thread.
+ * return the same status on every rank (add_variable, exclude, set_threads,
+ * set_check_identical and the getters are local). Thread safety as
+ * adadelta.h: one optimizer per thread at a time, and MPI must allow the
+ * calling thread. Limits: float32 variables, at most INT_MAX elements in all
+ * (MPI counts are int).
  */
 #ifndef ADADELTA_MPI_H
 #define ADADELTA_MPI_H
@@ -40,6 +43,13 @@ typedef enum {
 /* Collective. The communicator is duplicated. */
 int adadelta_mpi_create(MPI_Comm comm, const adadelta_config *cfg,
                         adadelta_mpi_mode mode, adadelta_mpi **out);
+/* Collective. Wraps a core optimizer built by the caller (config, variables,
+ * exclusions, threads; e.g. adadelta_create_from_state to resume) that has
+ * not applied yet. On success the wrapper owns it (adadelta_mpi_destroy
+ * destroys it; variable data stays the caller's as in the core); on failure
+ * the caller keeps it. */
+int adadelta_mpi_wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode,
+                      adadelta_mpi **out);
 void adadelta_mpi_destroy(adadelta_mpi *opt);
 
 /* Same meaning as adadelta_add_variable; every rank registers the same
@@ -69,12 +79,25 @@ int adadelta_mpi_check_identical(adadelta_mpi *opt);
 void adadelta_mpi_set_check_identical(adadelta_mpi *opt, int on);
 
 /* Saves one file (rank 0 writes; the same bytes in both modes) / loads one on
- * every rank. Collective. */
+ * every rank. Collective. Gradient accumulators are rank-local (each rank
+ * accumulates its own gradients): the file holds their mean over the ranks,
+ * the accumulator Keras would hold for the mean gradients. Resuming in the
+ * middle of an accumulation cycle is therefore exact mathematically but not
+ * bit-exact; at a cycle boundary (accumulators zero) it is bit-exact.
+ * save_each: every rank writes the same bytes to its own path. */
 int adadelta_mpi_save(adadelta_mpi *opt, const char *path);
+int adadelta_mpi_save_each(adadelta_mpi *opt, const char *path);
 int adadelta_mpi_load(adadelta_mpi *opt, const char *path);
 
+/* Message of the last failed adadelta_mpi_* call in this thread; on ranks
+ * where another rank failed, "rank N: <its message>". */
+const char *adadelta_mpi_last_error(void);
+
 /* The core optimizer of this rank (iterations, variables, slots in
- * replicated mode), the mode, and the optimizer-state bytes held here. */
+ * replicated mode; in sharded mode adadelta_slot() of the core holds only
+ * this rank's range), the mode, and the optimizer-state bytes held here:
+ * the Adadelta slots and EMA (about 1/R of them when sharded) plus the
+ * rank-local gradient accumulator (whole, as the gradients themselves). */
 adadelta *adadelta_mpi_core(adadelta_mpi *opt);
 adadelta_mpi_mode adadelta_mpi_get_mode(const adadelta_mpi *opt);
 size_t adadelta_mpi_state_bytes(const adadelta_mpi *opt);

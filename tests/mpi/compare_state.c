@@ -1,0 +1,97 @@
+/* compare_state GOT EXPECTED [RTOL ATOL] - the conformance comparison
+ * (conformance/README.md): every tensor of EXPECTED must be in GOT with the
+ * same dtype and shape (a scalar may be [] or [1]) and |got - exp| <= rtol * (|exp| + atol / rtol)
+ * element-wise (NaN matches NaN); integer tensors must be equal. Extra
+ * tensors in GOT are fine. Exit 0 if all match, 1 otherwise, 99 on a
+ * broken file. Not an MPI program. */
+#include "safetensors.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static double value(const adadelta_st_tensor *t, int64_t i)
+{
+    if (t->dtype == ADADELTA_ST_F32) {
+        float f;
+        memcpy(&f, t->data + 4 * i, 4);
+        return f;
+    }
+    double d;
+    memcpy(&d, t->data + 8 * i, 8);
+    return d;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3 && argc != 5) {
+        fprintf(stderr, "usage: %s GOT EXPECTED [RTOL ATOL]\n", argv[0]);
+        return 99;
+    }
+    double rtol = argc == 5 ? atof(argv[3]) : 2e-5, atol = argc == 5 ? atof(argv[4]) : 1e-6;
+    adadelta_st_file *got, *exp;
+    if (adadelta_st_read(argv[1], &got)) {
+        fprintf(stderr, "%s: %s\n", argv[1], adadelta_last_error());
+        return 99;
+    }
+    if (adadelta_st_read(argv[2], &exp)) {
+        fprintf(stderr, "%s: %s\n", argv[2], adadelta_last_error());
+        adadelta_st_free(got);
+        return 99;
+    }
+    int bad = 0;
+    for (int i = 0; i < exp->n; i++) {
+        const adadelta_st_tensor *e = &exp->t[i], *g = adadelta_st_find(got, e->name);
+        if (!g) {
+            fprintf(stderr, "missing tensor %s\n", e->name);
+            bad++;
+            continue;
+        }
+        /* Same dtype and element count; shapes must match too, except that
+         * a scalar may be written [] or [1] (the reference files use [1]). */
+        int same = g->dtype == e->dtype && g->numel == e->numel;
+        if (same && g->ndim == e->ndim)
+            for (int d = 0; same && d < e->ndim; d++)
+                same = g->shape[d] == e->shape[d];
+        else if (same)
+            same = e->numel == 1;
+        if (!same) {
+            fprintf(stderr, "%s: dtype or shape differs\n", e->name);
+            bad++;
+            continue;
+        }
+        if (e->dtype == ADADELTA_ST_I64) {
+            if (memcmp(g->data, e->data, e->nbytes)) {
+                fprintf(stderr, "%s: integer values differ\n", e->name);
+                bad++;
+            }
+            continue;
+        }
+        int64_t off = 0;
+        double worst = 0;
+        for (int64_t k = 0; k < e->numel; k++) {
+            double x = value(g, k), y = value(e, k);
+            if (isnan(x) && isnan(y))
+                continue;
+            double err = fabs(x - y), lim = rtol * (fabs(y) + atol / rtol);
+            if (!(err <= lim)) {
+                if (!off++)
+                    fprintf(stderr, "%s[%lld]: got %.9g expected %.9g\n", e->name,
+                            (long long)k, x, y);
+                if (err > worst)
+                    worst = err;
+            }
+        }
+        if (off) {
+            fprintf(stderr, "%s: %lld of %lld elements out of tolerance (worst %g)\n", e->name,
+                    (long long)off, (long long)e->numel, worst);
+            bad++;
+        }
+    }
+    if (!bad)
+        printf("match: %s (%d tensors)\n", argv[2], exp->n);
+    adadelta_st_free(got);
+    adadelta_st_free(exp);
+    return bad ? 1 : 0;
+}
