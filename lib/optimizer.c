@@ -151,49 +151,46 @@ static int check_new_variable(const adadelta *opt, const char *name,
     return ADADELTA_OK;
 }
 
+/* realloc *pp (a pointer to any array pointer) to n elements of elem
+ * bytes; *pp is left alone on failure. */
+static int grow(void *pp, size_t n, size_t elem)
+{
+    void **p = pp;
+    void *q = realloc(*p, n * elem);
+    if (!q)
+        return ADADELTA_ENOMEM;
+    *p = q;
+    return ADADELTA_OK;
+}
+
+static int doubled_capacity(int cap, int need, int first)
+{
+    int64_t c = cap ? cap : first;
+    while (c < need)
+        c *= 2;
+    return c > INT32_MAX ? INT32_MAX : (int)c;
+}
+
 /* Grows the per-variable and per-shard arrays; nothing else changes, so a
  * failure leaves the optimizer as it was. */
 static int reserve(adadelta *opt, int n_vars, int n_shards)
 {
     if (n_vars > opt->cap_vars) {
-        int cap = opt->cap_vars ? opt->cap_vars * 2 : 16;
-        while (cap < n_vars)
-            cap *= 2;
-        adadelta_var *vars = realloc(opt->vars, (size_t)cap * sizeof *vars);
-        if (!vars)
+        size_t cap = (size_t)doubled_capacity(opt->cap_vars, n_vars, 16);
+        if (grow(&opt->vars, cap, sizeof *opt->vars) ||
+            grow(&opt->var_clip_b, cap, sizeof *opt->var_clip_b) ||
+            grow(&opt->var_grads, cap, sizeof *opt->var_grads) ||
+            grow(&opt->var_present, cap, sizeof *opt->var_present))
             return ADADELTA_ENOMEM;
-        opt->vars = vars;
-        float *clip_b = realloc(opt->var_clip_b, (size_t)cap * sizeof *clip_b);
-        if (!clip_b)
-            return ADADELTA_ENOMEM;
-        opt->var_clip_b = clip_b;
-        const float **var_grads = realloc(opt->var_grads, (size_t)cap * sizeof *var_grads);
-        if (!var_grads)
-            return ADADELTA_ENOMEM;
-        opt->var_grads = var_grads;
-        unsigned char *present = realloc(opt->var_present, (size_t)cap);
-        if (!present)
-            return ADADELTA_ENOMEM;
-        opt->var_present = present;
-        opt->cap_vars = cap;
+        opt->cap_vars = (int)cap;
     }
     if (n_shards > opt->cap_shards) {
-        int cap = opt->cap_shards ? opt->cap_shards * 2 : 64;
-        while (cap < n_shards)
-            cap *= 2;
-        adadelta_shard *shards = realloc(opt->shards, (size_t)cap * sizeof *shards);
-        if (!shards)
+        size_t cap = (size_t)doubled_capacity(opt->cap_shards, n_shards, 64);
+        if (grow(&opt->shards, cap, sizeof *opt->shards) ||
+            grow(&opt->partials, cap, sizeof *opt->partials) ||
+            grow(&opt->shard_flags, cap, sizeof *opt->shard_flags))
             return ADADELTA_ENOMEM;
-        opt->shards = shards;
-        double *partials = realloc(opt->partials, (size_t)cap * sizeof *partials);
-        if (!partials)
-            return ADADELTA_ENOMEM;
-        opt->partials = partials;
-        int *flags = realloc(opt->shard_flags, (size_t)cap * sizeof *flags);
-        if (!flags)
-            return ADADELTA_ENOMEM;
-        opt->shard_flags = flags;
-        opt->cap_shards = cap;
+        opt->cap_shards = (int)cap;
     }
     return ADADELTA_OK;
 }
