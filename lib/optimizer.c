@@ -105,6 +105,14 @@ const adadelta_config *adadelta_get_config(const adadelta *opt)
 
 /* ---------------------------------------------------------- variables */
 
+static int index_of(const adadelta *opt, const char *name)
+{
+    for (int v = 0; v < opt->n_vars; v++)
+        if (strcmp(opt->vars[v].name, name) == 0)
+            return v;
+    return -1;
+}
+
 static int check_new_variable(const adadelta *opt, const char *name,
                               adadelta_dtype dtype, const void *data, int ndim,
                               const int64_t *shape, int64_t *size_out)
@@ -143,7 +151,7 @@ static int check_new_variable(const adadelta *opt, const char *name,
     if (!data && size > 0)
         return adadelta__fail(ADADELTA_EINVAL, "add_variable '%s': data is NULL",
                               name);
-    if (adadelta_find_variable(opt, name) >= 0)
+    if (index_of(opt, name) >= 0)
         return adadelta__fail(ADADELTA_EINVAL,
                               "add_variable '%s': a variable with this name exists",
                               name);
@@ -258,11 +266,11 @@ int adadelta_num_variables(const adadelta *opt) { return opt ? opt->n_vars : 0; 
 int adadelta_find_variable(const adadelta *opt, const char *name)
 {
     if (!opt || !name)
-        return ADADELTA_ENOTFOUND;
-    for (int v = 0; v < opt->n_vars; v++)
-        if (strcmp(opt->vars[v].name, name) == 0)
-            return v;
-    return ADADELTA_ENOTFOUND;
+        return adadelta__fail(ADADELTA_ENOTFOUND, "find_variable: NULL argument");
+    int v = index_of(opt, name);
+    if (v >= 0)
+        return v;
+    return adadelta__fail(ADADELTA_ENOTFOUND, "no variable named '%s'", name);
 }
 
 static const adadelta_var *var_at(const adadelta *opt, int index)

@@ -3,6 +3,7 @@
 #include "safetensors.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +218,27 @@ static int load_file(adadelta *opt, const adadelta_st_file *f, const char *path)
         ((rc = need_scalar(f, path, "optimizer/dynamic_scale", ADADELTA_ST_F32, &scale)) ||
          (rc = need_scalar(f, path, "optimizer/step_counter", ADADELTA_ST_I64, &counter))))
         return rc;
+    /* The counters and the scale must be values a run can reach: a crafted
+     * file (valid checksum) with iterations = INT64_MAX would overflow on
+     * the next apply, a zero or NaN scale would poison every step. */
+    int64_t it, counter_value = 0;
+    float scale_value = 1;
+    memcpy(&it, iterations->data, 8);
+    if (scale) {
+        memcpy(&scale_value, scale->data, 4);
+        memcpy(&counter_value, counter->data, 8);
+    }
+    if (it < 0 || it > ((int64_t)1 << 62))
+        return adadelta__fail(ADADELTA_EFORMAT, "%s: optimizer/iterations = %lld is out of range",
+                              path, (long long)it);
+    if (counter_value < 0 || counter_value > ((int64_t)1 << 62))
+        return adadelta__fail(ADADELTA_EFORMAT,
+                              "%s: optimizer/step_counter = %lld is out of range", path,
+                              (long long)counter_value);
+    if (!(scale_value >= 0) || !isfinite(scale_value))
+        return adadelta__fail(ADADELTA_EFORMAT,
+                              "%s: optimizer/dynamic_scale = %g is not a finite number >= 0", path,
+                              (double)scale_value);
     int per_var = 1 + ADADELTA_N_SLOTS;
     const adadelta_st_tensor **found = calloc((size_t)opt->n_vars * per_var + 1, sizeof *found);
     if (!found)
@@ -310,8 +332,10 @@ int adadelta_create_from_state(const char *path, const adadelta_config *override
         }
         int v = adadelta_add_variable(opt, t->name, ADADELTA_F32, data, t->ndim, t->shape);
         if (v < 0) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", adadelta_last_error());
             free(data);
-            rc = v == ADADELTA_EINVAL ? ADADELTA_EFORMAT : v;
+            rc = adadelta__fail(v == ADADELTA_EINVAL ? ADADELTA_EFORMAT : v, "%s: %s", path, why);
             goto done;
         }
         opt->vars[v].owns_data = 1;

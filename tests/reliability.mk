@@ -1,1 +1,14 @@
 # reliability tests (bad inputs, fuzz smoke)
+#
+# test_safetensors: the strict safetensors reader and the atomic writer
+#   (round trip; every malformed file built in memory).
+# test_bad_inputs: the bad input catalogue through adadelta-replay (exit
+#   status, one-line message naming the file or key, --out neither created
+#   nor changed) and the numerical faults through the C API. Its hostile
+#   files are generated into a mkdtemp folder, so tests/data holds none.
+# test_threads_independent: two optimizers stepped from two pthreads at
+#   once give the bytes of two runs one after the other.
+# The fuzzing harnesses and their corpus smoke run: tests/fuzz/Makefile.am.
+check_PROGRAMS += test_safetensors test_bad_inputs test_threads_independent
+TESTS += test_safetensors test_bad_inputs test_threads_independent
+test_threads_independent_LDADD = $(LDADD) -lpthread

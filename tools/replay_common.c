@@ -57,8 +57,7 @@ int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
             usage_line(argv[0]);
             exit(0);
         } else {
-            fprintf(stderr, "%s: unknown option '%s'\n", argv[0], a);
-            usage_line(argv[0]);
+            fprintf(stderr, "%s: unknown option '%s' (see --help)\n", argv[0], a);
             return EXIT_USAGE;
         }
         if (i + 1 >= argc) {
@@ -250,8 +249,8 @@ static long parse_grad_name(const char *s, const char **name)
     if (strncmp(s, "grads/", 6) != 0)
         return -1;
     s += 6;
-    if (*s < '0' || *s > '9')
-        return -1;
+    if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] != '/'))
+        return -1; /* one spelling per call: no sign, no leading zero */
     char *end;
     errno = 0;
     long k = strtol(s, &end, 10);
@@ -303,6 +302,26 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
         if (k + 1 > calls)
             calls = k + 1;
     }
+    if (calls > f->n) {
+        /* Fewer tensors than calls: some call has no gradient at all. Say
+         * which before allocating a calls x variables table. */
+        unsigned char *seen = calloc((size_t)f->n + 1, 1);
+        long first = 0;
+        if (seen) {
+            for (int i = 0; i < f->n; i++) {
+                const char *name;
+                long k = parse_grad_name(f->t[i].name, &name);
+                if (k <= f->n)
+                    seen[k] = 1;
+            }
+            while (seen[first])
+                first++;
+            free(seen);
+        }
+        fprintf(stderr, "error: %s: call %ld has no gradient for any variable\n", path, first);
+        adadelta_st_free(f);
+        return EXIT_MISMATCH;
+    }
     size_t data_bytes = f->size - f->data_start;
     g->calls = (int)calls;
     g->n_vars = n_vars;
@@ -320,6 +339,13 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
         const char *name;
         long k = parse_grad_name(t->name, &name);
         int v = adadelta_find_variable(opt, name);
+        if (g->table[k * n_vars + v]) {
+            fprintf(stderr, "error: %s: tensor '%s' is a second gradient for '%s' in call %ld\n",
+                    path, t->name, name, k);
+            adadelta_st_free(f);
+            replay_free_grads(g);
+            return EXIT_BAD_FILE;
+        }
         g->table[k * n_vars + v] =
             (const float *)((const char *)g->data + (t->data - (f->buf + f->data_start)));
     }
