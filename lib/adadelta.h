@@ -198,7 +198,7 @@ const adadelta_config *adadelta_get_config(const adadelta *opt);
 /* Registers a variable (Keras's var_list order is the order of these calls).
  * data stays owned by the caller and must live as long as the optimizer;
  * the optimizer updates it in place. Only ADADELTA_F32 is supported now.
- * ndim 0 is a scalar. Allowed only before the first apply. Returns the
+ * ndim 0 is a scalar. Allowed only before the optimizer is built. Returns the
  * variable's index (>= 0) or a negative status. */
 int adadelta_add_variable(adadelta *opt, const char *name, adadelta_dtype dtype,
                           void *data, int ndim, const int64_t *shape);
@@ -210,6 +210,12 @@ int64_t adadelta_variable_size(const adadelta *opt, int index);
 int adadelta_variable_shape(const adadelta *opt, int index, int *ndim,
                             int64_t shape[ADADELTA_MAX_DIMS]);
 float *adadelta_variable_data(const adadelta *opt, int index);
+
+/* Keras's build(): allocates the slot variables of all registered variables
+ * (one contiguous block per slot kind). Done by the first apply, save, load
+ * or slot access if not called before; afterwards no variable can be added
+ * and apply never allocates. */
+int adadelta_build(adadelta *opt);
 
 /* Keras exclude_from_weight_decay(var_list, var_names): variables by index,
  * and names joined with '|' into one POSIX extended regular expression that
@@ -248,7 +254,7 @@ typedef enum {
 
 /* Pointer to a slot variable of variable `index` (same size as it), or NULL
  * with the last error set when that slot does not exist. Writable: a caller
- * that changes it changes the optimizer's state. */
+ * that changes it changes the optimizer's state. Builds the optimizer. */
 float *adadelta_slot(const adadelta *opt, int index, adadelta_slot_kind slot);
 
 /* LossScaleOptimizer state (dynamic_loss_scale only). */

@@ -4,6 +4,7 @@
 #include "adadelta_dist.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 int64_t adadelta_dist_total_elements(const adadelta *opt) { return opt->total_elements; }
 
@@ -37,51 +38,68 @@ int adadelta_dist_own_shards(adadelta *opt, int lo, int hi)
     if (lo < 0 || hi < lo || hi > opt->n_shards)
         return adadelta__fail(ADADELTA_EINVAL, "own_shards: range [%d, %d) is outside [0, %d)",
                               lo, hi, opt->n_shards);
-    /* New, smaller slot arrays first; swap them in only when all exist. */
+    int rc = adadelta__build(opt);
+    if (rc)
+        return rc;
+    /* The owned element range of each variable: [range[2v], range[2v+1]). */
+    int n = opt->n_vars;
+    int64_t *range = calloc((size_t)n * 2 + 2, sizeof *range);
+    if (!range)
+        return adadelta__fail(ADADELTA_ENOMEM, "own_shards: out of memory");
+    for (int s = lo; s < hi; s++) {
+        const adadelta_shard *sh = &opt->shards[s];
+        if (range[2 * sh->var] == range[2 * sh->var + 1])
+            range[2 * sh->var] = sh->begin;
+        range[2 * sh->var + 1] = sh->end;
+    }
+    /* New, smaller blocks for the sharded slots, holding the owned part of
+     * the current state (zeros, or what a load put there). Swapped in only
+     * when all exist. */
     static const int sharded_slots[] = {ADADELTA_SLOT_ACCUMULATED_GRAD,
                                         ADADELTA_SLOT_ACCUMULATED_DELTA_VAR,
                                         ADADELTA_SLOT_EMA};
-    int n = opt->n_vars;
-    float **fresh = calloc((size_t)n * 3 + 1, sizeof *fresh);
-    int64_t *range = calloc((size_t)n * 2 + 1, sizeof *range);
-    int ok = fresh && range;
-    for (int v = 0; v < n && ok; v++) {
-        adadelta_var *var = &opt->vars[v];
-        int64_t b = var->size, e = var->size;
-        for (int s = lo; s < hi; s++)
-            if (opt->shards[s].var == v) {
-                if (b == var->size)
-                    b = opt->shards[s].begin;
-                e = opt->shards[s].end;
-            }
-        if (b == var->size)
-            b = e = 0;
-        range[2 * v] = b;
-        range[2 * v + 1] = e;
-        for (int k = 0; k < 3 && ok; k++)
-            if (var->slot[sharded_slots[k]])
-                ok = (fresh[3 * v + k] = adadelta__alloc_floats(e - b)) != NULL;
+    float *fresh[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++) {
+        int k = sharded_slots[i];
+        if (!opt->slot_block[k])
+            continue;
+        int64_t total = 0;
+        for (int v = 0; v < n; v++)
+            total += (range[2 * v + 1] - range[2 * v] + 15) & ~(int64_t)15;
+        if (!(fresh[i] = adadelta__alloc_floats(total))) {
+            for (int j = 0; j < i; j++)
+                free(fresh[j]);
+            free(range);
+            return adadelta__fail(ADADELTA_ENOMEM, "own_shards: out of memory");
+        }
+        int64_t at = 0;
+        for (int v = 0; v < n; v++) {
+            const adadelta_var *var = &opt->vars[v];
+            int64_t b = range[2 * v], e = range[2 * v + 1];
+            memcpy(fresh[i] + at, var->slot[k] + (b - var->slot_begin),
+                   (size_t)(e - b) * sizeof(float));
+            at += (e - b + 15) & ~(int64_t)15;
+        }
     }
-    if (!ok) {
-        if (fresh)
-            for (int i = 0; i < n * 3; i++)
-                free(fresh[i]);
-        free(fresh);
-        free(range);
-        return adadelta__fail(ADADELTA_ENOMEM, "own_shards: out of memory");
+    for (int i = 0; i < 3; i++) {
+        int k = sharded_slots[i];
+        if (!fresh[i])
+            continue;
+        free(opt->slot_block[k]);
+        opt->slot_block[k] = fresh[i];
     }
     for (int v = 0; v < n; v++) {
-        adadelta_var *var = &opt->vars[v];
-        for (int k = 0; k < 3; k++) {
-            if (!var->slot[sharded_slots[k]])
-                continue;
-            free(var->slot[sharded_slots[k]]);
-            var->slot[sharded_slots[k]] = fresh[3 * v + k];
-        }
-        var->slot_begin = range[2 * v];
-        var->slot_end = range[2 * v + 1];
+        opt->vars[v].slot_begin = range[2 * v];
+        opt->vars[v].slot_end = range[2 * v + 1];
     }
-    free(fresh);
+    for (int i = 0; i < 3; i++) {
+        int k = sharded_slots[i];
+        int64_t at = 0;
+        for (int v = 0; v < n; v++) {
+            opt->vars[v].slot[k] = fresh[i] ? fresh[i] + at : NULL;
+            at += (adadelta__slot_length(&opt->vars[v], k) + 15) & ~(int64_t)15;
+        }
+    }
     free(range);
     opt->own_lo = lo;
     opt->own_hi = hi;
@@ -92,6 +110,8 @@ int adadelta_dist_own_shards(adadelta *opt, int lo, int hi)
 int adadelta_dist_slot_range(const adadelta *opt, int v, adadelta_slot_kind k,
                              float **ptr, int64_t *begin, int64_t *end)
 {
+    if (adadelta__build(opt))
+        return ADADELTA_ENOMEM;
     if (v < 0 || v >= opt->n_vars || (int)k < 0 || (int)k >= ADADELTA_N_SLOTS ||
         !opt->vars[v].slot[k])
         return adadelta__fail(ADADELTA_ENOTFOUND, "slot_range: no slot %d of variable %d",

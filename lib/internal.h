@@ -26,7 +26,8 @@ typedef struct adadelta_var {
     int owns_data;        /* created from a state file */
     /* Slots cover elements [slot_begin, slot_end) of the variable: all of
      * it, except in a sharded optimizer (the MPI layer's ZeRO-1 mode). The
-     * gradient accumulator always covers the whole variable. */
+     * gradient accumulator always covers the whole variable. They point
+     * into the optimizer's slot blocks, NULL until it is built. */
     float *slot[ADADELTA_N_SLOTS];
     int64_t slot_begin, slot_end;
     int excluded_by_index;
@@ -59,6 +60,11 @@ struct adadelta {
                             [thread_bounds[t], thread_bounds[t+1]) */
     int bounds_valid;
 
+    /* One block per slot kind for all variables (Keras's build()), so each
+     * stream of the step runs through memory in order. */
+    int built;
+    float *slot_block[ADADELTA_N_SLOTS];
+
     int64_t iterations;
     float dynamic_scale;
     int64_t step_counter;
@@ -79,6 +85,11 @@ int adadelta__validate_lr(const adadelta_learning_rate *lr);
 
 /* optimizer.c */
 float *adadelta__alloc_floats(int64_t n); /* zeroed, 64-byte aligned */
+/* Allocates the slot blocks (once); logically const, so it may be called
+ * from const entry points. */
+int adadelta__build(const adadelta *opt);
+/* Elements of slot k of variable v (its own range when sharded). */
+int64_t adadelta__slot_length(const adadelta_var *var, int k);
 int adadelta__sharded(const adadelta *opt);
 int adadelta__ensure_thread_bounds(adadelta *opt);
 float adadelta__learning_rate_now(const adadelta *opt);

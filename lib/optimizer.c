@@ -35,6 +35,53 @@ static int slot_needed(const adadelta_config *cfg, int k)
     return 0;
 }
 
+int64_t adadelta__slot_length(const adadelta_var *var, int k)
+{
+    return k == ADADELTA_SLOT_GRADIENT_ACCUMULATOR ? var->size
+                                                   : var->slot_end - var->slot_begin;
+}
+
+/* Each variable's part starts 64-byte aligned. */
+static int64_t padded(int64_t n) { return (n + 15) & ~(int64_t)15; }
+
+int adadelta__build(const adadelta *copt)
+{
+    adadelta *opt = (adadelta *)copt; /* lazily built; never a const object */
+    if (opt->built)
+        return ADADELTA_OK;
+    float *block[ADADELTA_N_SLOTS] = {NULL};
+    for (int k = 0; k < ADADELTA_N_SLOTS; k++) {
+        if (!slot_needed(&opt->cfg, k))
+            continue;
+        int64_t total = 0;
+        for (int v = 0; v < opt->n_vars; v++)
+            total += padded(adadelta__slot_length(&opt->vars[v], k));
+        if (!(block[k] = adadelta__alloc_floats(total))) {
+            for (int j = 0; j < k; j++)
+                free(block[j]);
+            return adadelta__fail(ADADELTA_ENOMEM, "build: out of memory for %lld slot elements",
+                                  (long long)total);
+        }
+    }
+    for (int k = 0; k < ADADELTA_N_SLOTS; k++) {
+        opt->slot_block[k] = block[k];
+        int64_t at = 0;
+        for (int v = 0; v < opt->n_vars; v++) {
+            opt->vars[v].slot[k] = block[k] ? block[k] + at : NULL;
+            at += padded(adadelta__slot_length(&opt->vars[v], k));
+        }
+    }
+    opt->built = 1;
+    return ADADELTA_OK;
+}
+
+int adadelta_build(adadelta *opt)
+{
+    if (!opt)
+        return adadelta__fail(ADADELTA_EINVAL, "build: optimizer is NULL");
+    return adadelta__build(opt);
+}
+
 int adadelta__slot_present(const adadelta *opt, adadelta_slot_kind k)
 {
     return slot_needed(&opt->cfg, (int)k);
@@ -80,11 +127,11 @@ void adadelta_destroy(adadelta *opt)
     for (int v = 0; v < opt->n_vars; v++) {
         adadelta_var *var = &opt->vars[v];
         free(var->name);
-        for (int k = 0; k < ADADELTA_N_SLOTS; k++)
-            free(var->slot[k]);
         if (var->owns_data)
             free(var->data);
     }
+    for (int k = 0; k < ADADELTA_N_SLOTS; k++)
+        free(opt->slot_block[k]);
     free(opt->vars);
     free(opt->shards);
     free(opt->partials);
@@ -119,10 +166,11 @@ static int check_new_variable(const adadelta *opt, const char *name,
 {
     if (!name || !*name)
         return adadelta__fail(ADADELTA_EINVAL, "add_variable: the name is empty");
-    if (opt->applied)
+    if (opt->built)
         return adadelta__fail(ADADELTA_ESTATE,
                               "add_variable '%s': variables can only be added "
-                              "before the first apply",
+                              "before the optimizer is built (first apply, save, "
+                              "load or slot access)",
                               name);
     if (dtype != ADADELTA_F32)
         return adadelta__fail(ADADELTA_EINVAL,
@@ -224,17 +272,8 @@ int adadelta_add_variable(adadelta *opt, const char *name, adadelta_dtype dtype,
 
     adadelta_var var;
     memset(&var, 0, sizeof var);
-    var.name = strdup(name);
-    int ok = var.name != NULL;
-    for (int k = 0; k < ADADELTA_N_SLOTS && ok; k++)
-        if (slot_needed(&opt->cfg, k))
-            ok = (var.slot[k] = adadelta__alloc_floats(size)) != NULL;
-    if (!ok) {
-        free(var.name);
-        for (int k = 0; k < ADADELTA_N_SLOTS; k++)
-            free(var.slot[k]);
+    if (!(var.name = strdup(name)))
         return adadelta__fail(ADADELTA_ENOMEM, "add_variable '%s': out of memory", name);
-    }
     var.ndim = ndim;
     for (int d = 0; d < ndim; d++)
         var.shape[d] = shape[d];
@@ -319,6 +358,8 @@ float *adadelta_slot(const adadelta *opt, int index, adadelta_slot_kind slot)
                        index);
         return NULL;
     }
+    if (adadelta__build(opt))
+        return NULL;
     if ((int)slot < 0 || (int)slot >= ADADELTA_N_SLOTS || !v->slot[slot]) {
         adadelta__fail(ADADELTA_ENOTFOUND,
                        "slot: variable '%s' has no slot %d with this config",
@@ -817,6 +858,8 @@ int adadelta_apply(adadelta *opt, const float *const *grads)
     int rc = check_grads_arg(opt, grads, "apply");
     if (rc)
         return rc;
+    if ((rc = adadelta__build(opt)))
+        return rc;
     call_ctx c;
     memset(&c, 0, sizeof c);
     c.grads = grads;
@@ -845,6 +888,9 @@ int adadelta_finalize_variable_values(adadelta *opt)
         return adadelta__fail(ADADELTA_EINVAL, "finalize_variable_values: NULL");
     if (!opt->cfg.use_ema)
         return ADADELTA_OK;
+    int rc = adadelta__build(opt);
+    if (rc)
+        return rc;
     if (adadelta__sharded(opt))
         return adadelta__fail(ADADELTA_ESTATE,
                               "finalize_variable_values: sharded optimizer; "
@@ -864,6 +910,8 @@ int adadelta_dist_begin(adadelta *opt, const float *const *grads, float *send,
     if (rc)
         return rc;
     *need_reduce = 0;
+    if ((rc = adadelta__build(opt)))
+        return rc;
     call_ctx c;
     memset(&c, 0, sizeof c);
     c.grads = grads;

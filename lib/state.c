@@ -40,6 +40,9 @@ int adadelta_save(const adadelta *opt, const char *path)
         return adadelta__fail(ADADELTA_EINVAL, "save: NULL argument");
     if (adadelta__sharded(opt))
         return adadelta__fail(ADADELTA_ESTATE, "save: sharded optimizer; use adadelta_mpi_save");
+    int built = adadelta__build(opt);
+    if (built)
+        return built;
     int max = opt->n_vars * (1 + ADADELTA_N_SLOTS) + 3;
     adadelta_st_out *t = calloc((size_t)max, sizeof *t);
     char **names = calloc((size_t)max, sizeof *names);
@@ -211,6 +214,8 @@ static int load_file(adadelta *opt, const adadelta_st_file *f, const char *path)
         return rc;
     if (adadelta__sharded(opt))
         return adadelta__fail(ADADELTA_ESTATE, "load: sharded optimizer; use adadelta_mpi_load");
+    if ((rc = adadelta__build(opt)))
+        return rc;
     const adadelta_st_tensor *iterations, *scale = NULL, *counter = NULL;
     if ((rc = need_scalar(f, path, "optimizer/iterations", ADADELTA_ST_I64, &iterations)))
         return rc;
