@@ -1,0 +1,511 @@
+/* bench.c - adadelta-bench: speed of adadelta_apply against the memory limit.
+ *
+ *   adadelta-bench --elements N --tensors T --threads P --steps S
+ *                  [--features plain|weight_decay|global_clipnorm|ema|all]
+ *                  [--warmup W] [--rounds R]
+ *
+ * Registers T float32 variables of N elements each, gives each a fixed
+ * gradient and times S calls of adadelta_apply after W warm-up calls (default
+ * 3). In the same run it times S passes of a "limit" kernel: a vectorised
+ * OpenMP loop over the same T x N elements with exactly the memory traffic an
+ * ideal fused Adadelta step has (see bytes_per_element below), on its own
+ * arrays that are allocated and first-touched the same way. The S steps of
+ * each are timed in R rounds (default 5) that alternate between the two,
+ * each round after one untimed step. seconds_per_step is the median of the
+ * S library steps, limit_seconds_per_step that of the S limit passes, and
+ * fraction_of_limit their ratio. One JSON object is printed on stdout.
+ *
+ * Traffic model per element (float32, every array is streamed once):
+ *   plain, weight_decay   read var, grad, E[g^2], E[dx^2]; write var,
+ *                         E[g^2], E[dx^2]                        28 bytes
+ *   global_clipnorm       plus one read of the gradient for the norm  32
+ *   ema                   plus read and write of the average          36
+ *   all (the three above)                                             40
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <adadelta.h>
+
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) &&        \
+    !defined(__SANITIZE_ADDRESS__)
+#define BENCH_CLONES                                                          \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3",         \
+                                 "default")))
+#else
+#define BENCH_CLONES
+#endif
+
+enum { FEAT_WD = 1, FEAT_CLIP = 2, FEAT_EMA = 4 };
+
+static const struct {
+    const char *name;
+    int bits;
+} feature_table[] = {
+    {"plain", 0},
+    {"weight_decay", FEAT_WD},
+    {"global_clipnorm", FEAT_CLIP},
+    {"ema", FEAT_EMA},
+    {"all", FEAT_WD | FEAT_CLIP | FEAT_EMA},
+};
+
+typedef struct {
+    int64_t elements; /* per tensor */
+    int64_t tensors;
+    int threads;
+    int steps;
+    int warmup;
+    int rounds; /* blocks of library and limit steps, alternated */
+    const char *features;
+    int bits;
+} options;
+
+/* ------------------------------------------------------------ helpers */
+
+static void die(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "adadelta-bench: ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    exit(2);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: adadelta-bench --elements N --tensors T --threads P "
+            "--steps S\n"
+            "                      [--features plain|weight_decay|"
+            "global_clipnorm|ema|all]\n"
+            "                      [--warmup W] [--rounds R]\n"
+            "Prints one JSON line: median seconds per step of adadelta_apply "
+            "and of a\nkernel with the same memory traffic (the limit).\n");
+}
+
+static int64_t parse_int(const char *flag, const char *s, int64_t lo,
+                         int64_t hi)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 0);
+    if (errno || end == s || *end || v < lo || v > hi)
+        die("bad value for %s", flag);
+    return (int64_t)v;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* libgomp's schedule(static) split of [0, total) over nth threads. */
+static void static_range(int64_t total, int nth, int tid, int64_t *lo,
+                         int64_t *hi)
+{
+    int64_t q = total / nth, r = total % nth;
+    *lo = tid * q + (tid < r ? tid : r);
+    *hi = *lo + q + (tid < r ? 1 : 0);
+}
+
+/* Pseudo-random value in [0, 1) from an element's global index. */
+static inline float unit_hash(uint64_t i, uint32_t seed)
+{
+    uint32_t h = (uint32_t)(i * 2654435761u) ^ seed;
+    h ^= h >> 15;
+    h *= 0x2c1b3c6dU;
+    h ^= h >> 12;
+    h *= 0x297a2d39U;
+    h ^= h >> 15;
+    return (float)(h >> 8) * (1.0f / 16777216.0f);
+}
+
+typedef enum { FILL_ZERO, FILL_VAR, FILL_GRAD } fill_kind;
+
+static inline float fill_value(fill_kind k, uint64_t i)
+{
+    switch (k) {
+    case FILL_VAR:
+        return 2.0f * unit_hash(i, 0x9e3779b9u) - 1.0f;
+    case FILL_GRAD: {
+        float u = unit_hash(i, 0x85ebca6bu);
+        float m = 0.001f + 0.009f * u; /* never zero, never tiny */
+        return (i & 1) ? -m : m;
+    }
+    default:
+        return 0.0f;
+    }
+}
+
+/* T tensors of N floats, 64-byte aligned, first touched by the thread that
+ * owns each element under a static split of the flattened T*N range. */
+static float **alloc_tensors(const options *o, fill_kind kind)
+{
+    int64_t n = o->elements, t = o->tensors;
+    float **p = calloc((size_t)t, sizeof *p);
+    if (!p)
+        die("%s", "out of memory");
+    size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
+    if (bytes == 0)
+        bytes = 64;
+    for (int64_t k = 0; k < t; k++) {
+        p[k] = aligned_alloc(64, bytes);
+        if (!p[k])
+            die("%s", "out of memory");
+    }
+    int64_t total = n * t;
+#pragma omp parallel num_threads(o->threads)
+    {
+        int64_t lo, hi;
+        static_range(total, omp_get_num_threads(), omp_get_thread_num(), &lo,
+                     &hi);
+        for (int64_t g = lo; g < hi;) {
+            int64_t k = g / n, off = g % n;
+            int64_t len = n - off < hi - g ? n - off : hi - g;
+            float *d = p[k] + off;
+            for (int64_t j = 0; j < len; j++)
+                d[j] = fill_value(kind, (uint64_t)(g + j));
+            g += len;
+        }
+    }
+    return p;
+}
+
+static void free_tensors(float **p, int64_t t)
+{
+    if (!p)
+        return;
+    for (int64_t k = 0; k < t; k++)
+        free(p[k]);
+    free(p);
+}
+
+/* ------------------------------------------------------- limit kernel */
+
+/* Same streams as a fused Adadelta step: reads a (var), b (grad), c, d (the
+ * two slots) and writes a, c, d in place. Cheap arithmetic, no sqrt; every
+ * value stored depends on the loaded ones, so nothing can be dropped. */
+BENCH_CLONES
+static void limit_update(float *restrict a, const float *restrict b,
+                         float *restrict c, float *restrict d, int64_t n,
+                         float scale, float keep)
+{
+    const float rho = 0.95f, omr = 0.05f;
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float g = b[i] * scale;
+        float dv = 0.5f * g;
+        c[i] = rho * c[i] + omr * g * g;
+        d[i] = rho * d[i] + omr * dv * dv;
+        a[i] = a[i] * keep - dv;
+    }
+}
+
+/* The same plus one more array read and written (the moving average). */
+BENCH_CLONES
+static void limit_update_ema(float *restrict a, const float *restrict b,
+                             float *restrict c, float *restrict d,
+                             float *restrict e, int64_t n, float scale,
+                             float keep)
+{
+    const float rho = 0.95f, omr = 0.05f, m = 0.99f, omm = 0.01f;
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) {
+        float g = b[i] * scale;
+        float dv = 0.5f * g;
+        c[i] = rho * c[i] + omr * g * g;
+        d[i] = rho * d[i] + omr * dv * dv;
+        float v = a[i] * keep - dv;
+        a[i] = v;
+        e[i] = m * e[i] + omm * v;
+    }
+}
+
+/* One extra read of the gradient: the sum of squares for the global norm. */
+BENCH_CLONES
+static double limit_sumsq(const float *restrict b, int64_t n)
+{
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++)
+        s += b[i] * b[i];
+    return (double)s;
+}
+
+typedef struct {
+    float **a, **b, **c, **d, **e; /* e only with FEAT_EMA */
+    double *partial;               /* one padded slot per thread */
+} limit_arrays;
+
+static void limit_step(const options *o, limit_arrays *L)
+{
+    const int64_t n = o->elements, total = o->elements * o->tensors;
+    const int bits = o->bits;
+    const float keep = (bits & FEAT_WD) ? 1.0f - 0.01f : 1.0f;
+#pragma omp parallel num_threads(o->threads)
+    {
+        int nth = omp_get_num_threads(), tid = omp_get_thread_num();
+        int64_t lo, hi;
+        static_range(total, nth, tid, &lo, &hi);
+        float scale = 1.0f;
+        if (bits & FEAT_CLIP) {
+            double s = 0.0;
+            for (int64_t g = lo; g < hi;) {
+                int64_t k = g / n, off = g % n;
+                int64_t len = n - off < hi - g ? n - off : hi - g;
+                s += limit_sumsq(L->b[k] + off, len);
+                g += len;
+            }
+            L->partial[tid * 8] = s;
+#pragma omp barrier
+            double t = 0.0;
+            for (int i = 0; i < nth; i++)
+                t += L->partial[i * 8];
+            double norm = sqrt(t);
+            scale = norm > 1.0 ? (float)(1.0 / norm) : 1.0f;
+        }
+        for (int64_t g = lo; g < hi;) {
+            int64_t k = g / n, off = g % n;
+            int64_t len = n - off < hi - g ? n - off : hi - g;
+            if (bits & FEAT_EMA)
+                limit_update_ema(L->a[k] + off, L->b[k] + off, L->c[k] + off,
+                                 L->d[k] + off, L->e[k] + off, len, scale,
+                                 keep);
+            else
+                limit_update(L->a[k] + off, L->b[k] + off, L->c[k] + off,
+                             L->d[k] + off, len, scale, keep);
+            g += len;
+        }
+    }
+}
+
+static void limit_setup(const options *o, limit_arrays *L)
+{
+    memset(L, 0, sizeof *L);
+    L->a = alloc_tensors(o, FILL_VAR);
+    L->b = alloc_tensors(o, FILL_GRAD);
+    L->c = alloc_tensors(o, FILL_ZERO);
+    L->d = alloc_tensors(o, FILL_ZERO);
+    if (o->bits & FEAT_EMA)
+        L->e = alloc_tensors(o, FILL_VAR);
+    L->partial = calloc((size_t)o->threads * 8, sizeof(double));
+    if (!L->partial)
+        die("%s", "out of memory");
+}
+
+static void limit_teardown(const options *o, limit_arrays *L)
+{
+    /* Keep the results observable. */
+    volatile float sink = L->a[0][0] + L->c[o->tensors - 1][o->elements - 1];
+    (void)sink;
+    free_tensors(L->a, o->tensors);
+    free_tensors(L->b, o->tensors);
+    free_tensors(L->c, o->tensors);
+    free_tensors(L->d, o->tensors);
+    free_tensors(L->e, o->tensors);
+    free(L->partial);
+}
+
+/* ------------------------------------------------------------ library */
+
+static void check(int status, const char *what)
+{
+    if (status < 0) {
+        fprintf(stderr, "adadelta-bench: %s: %s (%s)\n", what,
+                adadelta_status_name(status), adadelta_last_error());
+        exit(1);
+    }
+}
+
+typedef struct {
+    adadelta *opt;
+    float **var, **grad;
+} library_state;
+
+static void library_setup(const options *o, library_state *S)
+{
+    adadelta_config cfg;
+    adadelta_config_default(&cfg);
+    adadelta_lr_constant(&cfg.learning_rate, 1.0);
+    cfg.rho = 0.95;
+    cfg.epsilon = 1e-7;
+    if (o->bits & FEAT_WD)
+        cfg.weight_decay = 0.01;
+    if (o->bits & FEAT_CLIP)
+        cfg.global_clipnorm = 1.0;
+    if (o->bits & FEAT_EMA)
+        cfg.use_ema = 1;
+
+    S->opt = NULL;
+    check(adadelta_create(&cfg, &S->opt), "adadelta_create");
+    check(adadelta_set_threads(S->opt, o->threads), "adadelta_set_threads");
+    S->var = alloc_tensors(o, FILL_VAR);
+    S->grad = alloc_tensors(o, FILL_GRAD);
+    int64_t shape[1] = {o->elements};
+    for (int64_t k = 0; k < o->tensors; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "dense_%lld/kernel", (long long)k);
+        check(adadelta_add_variable(S->opt, name, ADADELTA_F32, S->var[k], 1,
+                                    shape),
+              "adadelta_add_variable");
+    }
+}
+
+static void library_step(library_state *S)
+{
+    check(adadelta_apply(S->opt, (const float *const *)S->grad),
+          "adadelta_apply");
+}
+
+static void library_teardown(const options *o, library_state *S)
+{
+    float first = S->var[0][0];
+    float last = S->var[o->tensors - 1][o->elements - 1];
+    if (!isfinite(first) || !isfinite(last))
+        fprintf(stderr, "adadelta-bench: warning: non-finite variable after "
+                        "the timed steps\n");
+    adadelta_destroy(S->opt);
+    free_tensors(S->var, o->tensors);
+    free_tensors(S->grad, o->tensors);
+}
+
+/* Timed steps of one kind, after one untimed step that brings its data back
+ * into the caches the other kind may have taken. */
+static void library_block(library_state *S, int count, double *out)
+{
+    library_step(S);
+    for (int s = 0; s < count; s++) {
+        double t0 = omp_get_wtime();
+        library_step(S);
+        out[s] = omp_get_wtime() - t0;
+    }
+}
+
+static void limit_block(const options *o, limit_arrays *L, int count,
+                        double *out)
+{
+    limit_step(o, L);
+    for (int s = 0; s < count; s++) {
+        double t0 = omp_get_wtime();
+        limit_step(o, L);
+        out[s] = omp_get_wtime() - t0;
+    }
+}
+
+/* --------------------------------------------------------------- main */
+
+int main(int argc, char **argv)
+{
+    options o = {1 << 20, 1, 0, 20, 3, 0, "plain", 0};
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (i + 1 >= argc) {
+            usage(stderr);
+            die("missing value after %s", f);
+        }
+        const char *v = argv[++i];
+        if (!strcmp(f, "--elements"))
+            o.elements = parse_int(f, v, 1, INT64_C(1) << 40);
+        else if (!strcmp(f, "--tensors"))
+            o.tensors = parse_int(f, v, 1, INT64_C(1) << 24);
+        else if (!strcmp(f, "--threads"))
+            o.threads = (int)parse_int(f, v, 1, 4096);
+        else if (!strcmp(f, "--steps"))
+            o.steps = (int)parse_int(f, v, 1, 10000000);
+        else if (!strcmp(f, "--warmup"))
+            o.warmup = (int)parse_int(f, v, 0, 10000000);
+        else if (!strcmp(f, "--rounds"))
+            o.rounds = (int)parse_int(f, v, 1, 10000000);
+        else if (!strcmp(f, "--features")) {
+            size_t k, nf = sizeof feature_table / sizeof feature_table[0];
+            for (k = 0; k < nf; k++)
+                if (!strcmp(v, feature_table[k].name))
+                    break;
+            if (k == nf)
+                die("unknown --features %s", v);
+            o.features = feature_table[k].name;
+            o.bits = feature_table[k].bits;
+        } else {
+            usage(stderr);
+            die("unknown option %s", f);
+        }
+    }
+    if (o.threads == 0)
+        o.threads = omp_get_max_threads();
+    if (o.elements > INT64_MAX / o.tensors)
+        die("%s", "--elements x --tensors is too large");
+    omp_set_num_threads(o.threads);
+
+    double *lib = malloc((size_t)o.steps * sizeof *lib);
+    double *lim = malloc((size_t)o.steps * sizeof *lim);
+    if (!lib || !lim)
+        die("%s", "out of memory");
+
+    if (o.rounds == 0)
+        o.rounds = o.steps < 5 ? o.steps : 5;
+    if (o.rounds > o.steps)
+        o.rounds = o.steps;
+
+    /* Both sets of arrays live at once; the steps are timed in rounds that
+     * alternate (ABBA) between the library and the limit kernel, so a
+     * disturbance from another process hits both alike. */
+    library_state S;
+    limit_arrays L;
+    library_setup(&o, &S);
+    limit_setup(&o, &L);
+    for (int s = 0; s < o.warmup; s++)
+        library_step(&S);
+    for (int s = 0; s < o.warmup; s++)
+        limit_step(&o, &L);
+    int done = 0;
+    for (int r = 0; r < o.rounds; r++) {
+        int count = o.steps / o.rounds + (r < o.steps % o.rounds ? 1 : 0);
+        if (r % 2 == 0) {
+            library_block(&S, count, lib + done);
+            limit_block(&o, &L, count, lim + done);
+        } else {
+            limit_block(&o, &L, count, lim + done);
+            library_block(&S, count, lib + done);
+        }
+        done += count;
+    }
+    library_teardown(&o, &S);
+    limit_teardown(&o, &L);
+    double t_lib = median(lib, o.steps);
+    double t_lim = median(lim, o.steps);
+
+    int bpe = 28 + ((o.bits & FEAT_CLIP) ? 4 : 0) + ((o.bits & FEAT_EMA) ? 8 : 0);
+    double total = (double)o.elements * (double)o.tensors;
+    double eps_lib = total / t_lib, eps_lim = total / t_lim;
+    printf("{\"library\":\"adadelta\",\"elements\":%lld,\"tensors\":%lld,"
+           "\"threads\":%d,\"features\":\"%s\",\"steps\":%d,\"rounds\":%d,"
+           "\"seconds_per_step\":%.6g,\"elements_per_second\":%.6g,"
+           "\"limit_seconds_per_step\":%.6g,"
+           "\"limit_elements_per_second\":%.6g,\"fraction_of_limit\":%.4f,"
+           "\"bytes_per_element\":%d,\"limit_bytes_per_second\":%.6g,"
+           "\"version\":\"%s\"}\n",
+           (long long)o.elements, (long long)o.tensors, o.threads, o.features,
+           o.steps, o.rounds, t_lib, eps_lib, t_lim, eps_lim, eps_lib / eps_lim, bpe,
+           eps_lim * bpe, adadelta_version_string());
+    fflush(stdout);
+    free(lib);
+    free(lim);
+    return 0;
+}
