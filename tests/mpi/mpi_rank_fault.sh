@@ -1,0 +1,27 @@
+#!/bin/sh
+# A rank that aborts mid-run makes mpirun fail within 30 s (no hang), and the
+# run resumed from the last checkpoint ends with the bytes of the
+# uninterrupted run. Both modes, 2 ranks.
+. "${MPI_TEST_SRCDIR:-.}/mpi_common.sh"
+for mode in replicated sharded; do
+    run_mpi 2 "$RANK_FAULT" --calls 10 --mode $mode --out "$tmp/whole.st" ||
+        fail "$mode: uninterrupted run"
+    start=$(date +%s)
+    run_mpi 2 "$RANK_FAULT" --calls 10 --mode $mode --ckpt "$tmp/ckpt.st" \
+        --die-at 6 --die-rank 1 >"$tmp/fault.log" 2>&1
+    status=$?
+    took=$(($(date +%s) - start))
+    if [ $status -ne 0 ] && [ $took -le 30 ]; then
+        ok "$mode: rank 1 aborted, mpirun exited $status after $took s"
+    else
+        cat "$tmp/fault.log"
+        fail "$mode: mpirun exited $status after $took s"
+    fi
+    run_mpi 2 "$RANK_FAULT" --calls 10 --mode $mode --resume "$tmp/ckpt.st" \
+        --out "$tmp/resumed.st" >"$tmp/resume.log" 2>&1 || fail "$mode: resumed run"
+    grep -q "resuming at call 6" "$tmp/resume.log" ||
+        fail "$mode: the last checkpoint is not the one of call 6: $(cat "$tmp/resume.log")"
+    same_bytes "$tmp/whole.st" "$tmp/resumed.st" "$mode: resumed from the checkpoint of call 6"
+    rm -f "$tmp"/*.st
+done
+finish
