@@ -44,6 +44,27 @@ int64_t adadelta__slot_length(const adadelta_var *var, int k)
 /* Each variable's part starts 64-byte aligned. */
 static int64_t padded(int64_t n) { return (n + 15) & ~(int64_t)15; }
 
+typedef void (*shard_fn)(adadelta *opt, int s, void *ctx);
+static void for_each_shard(adadelta *opt, shard_fn fn, void *ctx);
+
+/* First touch: each thread zeroes the slot elements of the shards it will
+ * update, so on a NUMA machine its pages sit on its own node. */
+static void shard_first_touch(adadelta *opt, int s, void *ctx)
+{
+    (void)ctx;
+    const adadelta_shard *sh = &opt->shards[s];
+    const adadelta_var *var = &opt->vars[sh->var];
+    for (int k = 0; k < ADADELTA_N_SLOTS; k++)
+        if (var->slot[k])
+            memset(var->slot[k] + sh->begin, 0, (size_t)(sh->end - sh->begin) * sizeof(float));
+}
+
+static float *alloc_untouched(int64_t n)
+{
+    size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
+    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+
 int adadelta__build(const adadelta *copt)
 {
     adadelta *opt = (adadelta *)copt; /* lazily built; never a const object */
@@ -56,7 +77,7 @@ int adadelta__build(const adadelta *copt)
         int64_t total = 0;
         for (int v = 0; v < opt->n_vars; v++)
             total += padded(adadelta__slot_length(&opt->vars[v], k));
-        if (!(block[k] = adadelta__alloc_floats(total))) {
+        if (!(block[k] = alloc_untouched(total))) {
             for (int j = 0; j < k; j++)
                 free(block[j]);
             return adadelta__fail(ADADELTA_ENOMEM, "build: out of memory for %lld slot elements",
@@ -67,10 +88,15 @@ int adadelta__build(const adadelta *copt)
         opt->slot_block[k] = block[k];
         int64_t at = 0;
         for (int v = 0; v < opt->n_vars; v++) {
-            opt->vars[v].slot[k] = block[k] ? block[k] + at : NULL;
-            at += padded(adadelta__slot_length(&opt->vars[v], k));
+            adadelta_var *var = &opt->vars[v];
+            int64_t n = adadelta__slot_length(var, k);
+            var->slot[k] = block[k] ? block[k] + at : NULL;
+            if (block[k]) /* the alignment padding; shards zero the rest */
+                memset(var->slot[k] + n, 0, (size_t)(padded(n) - n) * sizeof(float));
+            at += padded(n);
         }
     }
+    for_each_shard(opt, shard_first_touch, NULL); /* never sharded before build */
     opt->built = 1;
     return ADADELTA_OK;
 }
@@ -508,7 +534,6 @@ int adadelta__ensure_thread_bounds(adadelta *opt)
 }
 
 /* Runs body(opt, shard, ctx) for every owned shard on the thread team. */
-typedef void (*shard_fn)(adadelta *opt, int s, void *ctx);
 
 static void for_each_shard(adadelta *opt, shard_fn fn, void *ctx)
 {
