@@ -878,28 +878,46 @@ static int refuse_nonfinite(adadelta *opt, call_ctx *c, const adadelta_dist_ops 
     return ADADELTA_OK;
 }
 
-int adadelta_apply(adadelta *opt, const float *const *grads)
+/* The part of a call before the update, shared by apply and dist_begin:
+ * checks, build, the finite checks (collective through ops when given), the
+ * loss-scale divisor, and accumulation-only calls. *finished is 1 when the
+ * call is complete (skipped step or accumulation only). */
+static int begin_call(adadelta *opt, const float *const *grads, const adadelta_dist_ops *ops,
+                      call_ctx *c, int *finished)
 {
+    *finished = 0;
     int rc = check_grads_arg(opt, grads, "apply");
-    if (rc)
+    if (rc || (rc = adadelta__build(opt)))
         return rc;
-    if ((rc = adadelta__build(opt)))
-        return rc;
-    call_ctx c;
-    memset(&c, 0, sizeof c);
-    c.grads = grads;
-    if (opt->cfg.check_finite && (rc = refuse_nonfinite(opt, &c, NULL)))
+    memset(c, 0, sizeof *c);
+    c->grads = grads;
+    if (opt->cfg.check_finite && (rc = refuse_nonfinite(opt, c, ops)))
         return rc;
     opt->applied = 1;
-    if (opt->cfg.dynamic_loss_scale && !grads_finite(opt, &c)) {
-        skip_nonfinite_call(opt);
-        return ADADELTA_OK;
+    if (opt->cfg.dynamic_loss_scale) {
+        int bad = !grads_finite(opt, c);
+        if (ops && (rc = ops->any(ops->ctx, bad, &bad)))
+            return rc;
+        if (bad) {
+            skip_nonfinite_call(opt);
+            *finished = 1;
+            return ADADELTA_OK;
+        }
     }
-    set_divisor(opt, &c.p);
+    set_divisor(opt, &c->p);
     if (is_accumulation_only(opt)) {
-        accumulate_call(opt, &c);
-        return ADADELTA_OK;
+        accumulate_call(opt, c);
+        *finished = 1;
     }
+    return ADADELTA_OK;
+}
+
+int adadelta_apply(adadelta *opt, const float *const *grads)
+{
+    call_ctx c;
+    int finished, rc = begin_call(opt, grads, NULL, &c, &finished);
+    if (rc || finished)
+        return rc;
     if (opt->cfg.gradient_accumulation_steps) {
         c.p.accumulate = 1;
         c.p.steps = (float)opt->cfg.gradient_accumulation_steps;
@@ -931,32 +949,11 @@ int adadelta_finalize_variable_values(adadelta *opt)
 int adadelta_dist_begin(adadelta *opt, const float *const *grads, float *send,
                         const adadelta_dist_ops *ops, int *need_reduce)
 {
-    int rc = check_grads_arg(opt, grads, "apply");
-    if (rc)
-        return rc;
     *need_reduce = 0;
-    if ((rc = adadelta__build(opt)))
-        return rc;
     call_ctx c;
-    memset(&c, 0, sizeof c);
-    c.grads = grads;
-    if (opt->cfg.check_finite && (rc = refuse_nonfinite(opt, &c, ops)))
+    int finished, rc = begin_call(opt, grads, ops, &c, &finished);
+    if (rc || finished)
         return rc;
-    opt->applied = 1;
-    if (opt->cfg.dynamic_loss_scale) {
-        int bad = !grads_finite(opt, &c);
-        if ((rc = ops->any(ops->ctx, bad, &bad)))
-            return rc;
-        if (bad) {
-            skip_nonfinite_call(opt);
-            return ADADELTA_OK;
-        }
-    }
-    set_divisor(opt, &c.p);
-    if (is_accumulation_only(opt)) {
-        accumulate_call(opt, &c);
-        return ADADELTA_OK;
-    }
     /* t = g / scale (+ acc): Keras's (g + acc) before the division by n. */
     c.p.accumulate = opt->cfg.gradient_accumulation_steps != 0;
     c.p.steps = 1.0f;
