@@ -7,13 +7,13 @@
 # default) come after these per-target flags on the command line.
 
 bin_PROGRAMS += adadelta-bench
-adadelta_bench_SOURCES = bench.c
+adadelta_bench_SOURCES = bench.c bench_common.h
 adadelta_bench_CFLAGS = -I$(top_srcdir)/lib $(OPENMP_CFLAGS) -O3 -fno-math-errno
 adadelta_bench_LDADD = $(top_builddir)/lib/libadadelta.la $(LIBM)
 
 if HAVE_MPI
 bin_PROGRAMS += adadelta-mpi-bench
-adadelta_mpi_bench_SOURCES = mpi_bench.c
+adadelta_mpi_bench_SOURCES = mpi_bench.c bench_common.h
 adadelta_mpi_bench_CFLAGS = -I$(top_srcdir)/lib -I$(top_srcdir)/mpi \
 	$(MPI_CFLAGS) $(OPENMP_CFLAGS) -O3 -fno-math-errno
 adadelta_mpi_bench_LDADD = $(top_builddir)/mpi/libadadelta_mpi.la \

@@ -32,18 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { FEAT_WD = 1, FEAT_CLIP = 2, FEAT_EMA = 4 };
-
-static const struct {
-    const char *name;
-    int bits;
-} feature_table[] = {
-    {"plain", 0},
-    {"weight_decay", FEAT_WD},
-    {"global_clipnorm", FEAT_CLIP},
-    {"ema", FEAT_EMA},
-    {"all", FEAT_WD | FEAT_CLIP | FEAT_EMA},
-};
+#include "bench_common.h"
 
 typedef struct {
     int min_log2, max_log2;
@@ -82,35 +71,10 @@ static void check(int status, const char *what)
 static int64_t parse_int(const char *flag, const char *s, int64_t lo,
                          int64_t hi)
 {
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 0);
-    if (errno || end == s || *end || v < lo || v > hi)
+    int64_t v;
+    if (!parse_int_in(s, lo, hi, &v))
         fail("bad value for %s", flag);
-    return (int64_t)v;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static inline float unit_hash(uint64_t i, uint32_t seed)
-{
-    uint32_t h = (uint32_t)(i * 2654435761u) ^ seed;
-    h ^= h >> 15;
-    h *= 0x2c1b3c6dU;
-    h ^= h >> 12;
-    h *= 0x297a2d39U;
-    h ^= h >> 15;
-    return (float)(h >> 8) * (1.0f / 16777216.0f);
+    return v;
 }
 
 /* One contiguous block of T*N floats (so the bare allreduce can use it in
@@ -309,11 +273,8 @@ int main(int argc, char **argv)
             else
                 fail("unknown --mode %s", v);
         } else if (!strcmp(f, "--features")) {
-            size_t k, nf = sizeof feature_table / sizeof feature_table[0];
-            for (k = 0; k < nf; k++)
-                if (!strcmp(v, feature_table[k].name))
-                    break;
-            if (k == nf)
+            int k = feature_index(v);
+            if (k < 0)
                 fail("unknown --features %s", v);
             o.features = feature_table[k].name;
             o.bits = feature_table[k].bits;
