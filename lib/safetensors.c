@@ -353,6 +353,27 @@ static char *build_header(const adadelta_st_out *t, int n, const char *const *me
     return text;
 }
 
+/* After the rename, fsync the folder so the new name itself is durable. */
+static void sync_parent_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char dir[4096];
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == path)
+        strcpy(dir, "/");
+    else if ((size_t)(slash - path) < sizeof dir) {
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash - path] = '\0';
+    } else
+        return;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+        fsync(fd); /* best effort: some file systems refuse it */
+        close(fd);
+    }
+}
+
 int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
                       const char *const *meta_kv, int n_meta, int with_checksum)
 {
@@ -413,5 +434,6 @@ int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
         return adadelta__fail(ADADELTA_EIO, "%s: write failed: %s", path, strerror(e));
     }
     free(tmp);
+    sync_parent_dir(path);
     return ADADELTA_OK;
 }
