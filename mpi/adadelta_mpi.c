@@ -553,17 +553,30 @@ static void reduce_mean(adadelta_mpi *m)
     MPI_Alltoallv(m->send, m->cnt, m->dsp, MPI_FLOAT, m->recv, m->rcnt, m->rdsp, MPI_FLOAT,
                   m->comm);
     int64_t n = m->eoff[m->rank + 1] - m->eoff[m->rank];
-    float *out = m->mean + m->eoff[m->rank];
-    const float *in = m->recv;
+    float *restrict out = m->mean + m->eoff[m->rank];
+    const float *restrict in = m->recv;
     const int R = m->size;
     const float fr = (float)R;
     int threads = adadelta_threads(m->core);
+    /* Blocks of the range; inside a block the ranks are added one after the
+     * other (rank order, as always) in vector loops over the elements. */
+    enum { BLOCK = 4096 };
+    int64_t nblocks = (n + BLOCK - 1) / BLOCK;
 #pragma omp parallel for schedule(static) num_threads(threads) if (n > 262144)
-    for (int64_t i = 0; i < n; i++) {
-        float s = in[i];
-        for (int r = 1; r < R; r++)
-            s += in[(int64_t)r * n + i];
-        out[i] = s / fr;
+    for (int64_t b = 0; b < nblocks; b++) {
+        int64_t lo = b * BLOCK, hi = lo + BLOCK < n ? lo + BLOCK : n;
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++)
+            out[i] = in[i];
+        for (int r = 1; r < R; r++) {
+            const float *restrict part = in + (int64_t)r * n;
+#pragma omp simd
+            for (int64_t i = lo; i < hi; i++)
+                out[i] += part[i];
+        }
+#pragma omp simd
+        for (int64_t i = lo; i < hi; i++)
+            out[i] = out[i] / fr;
     }
 }
 
