@@ -39,7 +39,8 @@ int64_t adadelta_dist_shard_offset(const adadelta *opt, int s);
  * bounds[0] = 0 <= bounds[1] <= ... <= bounds[parts] = num_shards. */
 void adadelta_dist_partition(const adadelta *opt, int parts, int *bounds);
 /* Keep optimizer state (both Adadelta slots, EMA) only for shards [lo, hi)
- * and update only those. Before the first apply. */
+ * and update only those: the owned part of the current state (zeros, or
+ * what a load put there) is kept, the rest freed. Before the first apply. */
 int adadelta_dist_own_shards(adadelta *opt, int lo, int hi);
 /* Slot storage of variable v: ptr covers elements [*begin, *end). */
 int adadelta_dist_slot_range(const adadelta *opt, int v, adadelta_slot_kind k,

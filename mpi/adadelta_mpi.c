@@ -418,61 +418,6 @@ static int own_part(const adadelta_mpi *m, int v, int64_t *b0, int64_t *b1)
     return 1;
 }
 
-/* Keeps this rank's part of the slots the core already holds (a resumed
- * core) across adadelta_dist_own_shards, which starts from zeros. */
-static int own_shards_keep_state(adadelta_mpi *m)
-{
-    static const adadelta_slot_kind kinds[3] = {ADADELTA_SLOT_ACCUMULATED_GRAD,
-                                                ADADELTA_SLOT_ACCUMULATED_DELTA_VAR,
-                                                ADADELTA_SLOT_EMA};
-    int64_t mine = m->eoff[m->rank + 1] - m->eoff[m->rank];
-    float *keep[3] = {NULL, NULL, NULL};
-    int rc = 0;
-    for (int k = 0; k < 3 && !rc; k++) {
-        if (!has_slot(m, kinds[k]))
-            continue;
-        if (!(keep[k] = alloc_floats(mine))) {
-            rc = fail(ADADELTA_ENOMEM, "sharded setup: out of memory");
-            break;
-        }
-        for (int v = 0; v < m->nv; v++) {
-            int64_t b0, b1;
-            if (own_part(m, v, &b0, &b1))
-                memcpy(keep[k] + (m->voff[v] + b0 - m->eoff[m->rank]),
-                       adadelta_slot(m->core, v, kinds[k]) + b0,
-                       (size_t)(b1 - b0) * sizeof(float));
-        }
-    }
-    if (!rc)
-        rc = core_fail(adadelta_dist_own_shards(m->core, m->bounds[m->rank],
-                                                m->bounds[m->rank + 1]));
-    for (int k = 0; k < 3 && !rc; k++) {
-        if (!keep[k])
-            continue;
-        for (int v = 0; v < m->nv && !rc; v++) {
-            float *p;
-            int64_t b, e, b0 = 0, b1 = 0;
-            if (adadelta_dist_slot_range(m->core, v, kinds[k], &p, &b, &e)) {
-                rc = core_fail(ADADELTA_ESTATE);
-                break;
-            }
-            int has = own_part(m, v, &b0, &b1);
-            if (e > b && (!has || b != b0 || e != b1)) {
-                rc = fail(ADADELTA_ESTATE, "sharded setup: the core's slot range of variable "
-                          "%d is [%lld, %lld), expected [%lld, %lld)", v, (long long)b,
-                          (long long)e, (long long)b0, (long long)b1);
-                break;
-            }
-            if (e > b)
-                memcpy(p, keep[k] + (m->voff[v] + b - m->eoff[m->rank]),
-                       (size_t)(e - b) * sizeof(float));
-        }
-    }
-    for (int k = 0; k < 3; k++)
-        free(keep[k]);
-    return rc;
-}
-
 static int setup_local(adadelta_mpi *m)
 {
     adadelta *c = m->core;
@@ -521,7 +466,10 @@ static int setup_local(adadelta_mpi *m)
         return fail(ADADELTA_ENOMEM, "adadelta_mpi: out of memory for the %lld-element "
                     "buffers", (long long)m->total);
     if (m->mode == ADADELTA_MPI_SHARDED)
-        return own_shards_keep_state(m);
+        /* The core keeps the owned part of state it already holds (a
+         * resumed core) and frees the rest. */
+        return core_fail(adadelta_dist_own_shards(m->core, m->bounds[m->rank],
+                                                  m->bounds[m->rank + 1]));
     return 0;
 }
 
