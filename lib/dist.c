@@ -103,6 +103,7 @@ int adadelta_dist_own_shards(adadelta *opt, int lo, int hi)
     free(range);
     opt->own_lo = lo;
     opt->own_hi = hi;
+    opt->partitioned = 1;
     opt->bounds_valid = 0;
     return ADADELTA_OK;
 }

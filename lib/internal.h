@@ -54,6 +54,8 @@ struct adadelta {
     double *partials;    /* one per shard: sum of squares of its gradient */
     int *shard_flags;    /* one per shard: scratch for non-finite checks */
     int own_lo, own_hi;  /* shards this process updates: [own_lo, own_hi) */
+    int partitioned;     /* own_shards was called: norm partials are summed
+                            over the processes (even by one owning all) */
 
     int threads;
     int *thread_bounds;  /* threads + 1 shard indices; thread t takes

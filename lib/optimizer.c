@@ -831,7 +831,7 @@ static int update_call(adadelta *opt, call_ctx *c, const adadelta_dist_ops *ops)
 
     if (needs_norms(cfg)) {
         for_each_shard(opt, shard_sum_squares, c);
-        if (ops && adadelta__sharded(opt)) {
+        if (ops && opt->partitioned) {
             for (int s = 0; s < opt->own_lo; s++)
                 opt->partials[s] = 0.0;
             for (int s = opt->own_hi; s < opt->n_shards; s++)

@@ -48,7 +48,6 @@ struct adadelta_mpi {
     float *recv;      /* size * my range: everyone's pieces of my range */
     float *mean;      /* total: the mean (own range at least); scratch */
     unsigned char *pres; /* 2 * nv + 1 presence bytes */
-    int degenerate;   /* sharded, but one rank owns every shard */
 };
 
 /* ------------------------------------------------------------ errors */
@@ -141,8 +140,6 @@ static int op_any(void *ctx, int local, int *global)
 static int op_sum_doubles(void *ctx, double *values, int n)
 {
     adadelta_mpi *m = ctx;
-    if (m->degenerate)
-        return 0; /* the owner of every shard has them all already */
     MPI_Allreduce(MPI_IN_PLACE, values, n, MPI_DOUBLE, MPI_SUM, m->comm);
     return 0;
 }
@@ -453,8 +450,6 @@ static int setup_local(adadelta_mpi *m)
         m->dsp[r] = (int)m->eoff[r];
         m->rcnt[r] = (int)mine;
         m->rdsp[r] = (int)(mine * r);
-        if (m->cnt[r] == (int)m->total && R > 1)
-            m->degenerate = 1;
     }
     if ((int64_t)R * mine > INT_MAX)
         return fail(ADADELTA_EINVAL, "adadelta_mpi: a rank's range times the ranks exceeds "
@@ -485,7 +480,6 @@ static int ensure_ready(adadelta_mpi *m)
     rc = agree(m->comm, m->rank, m->size, setup_local(m));
     if (rc) {
         free_buffers(m);
-        m->degenerate = 0;
         return rc;
     }
     m->ready = 1;
