@@ -99,6 +99,59 @@ static json_t *adadelta_to_json(const adadelta_config *cfg)
     return o;
 }
 
+/* Python writes a float as the shortest text that reads back as the same
+ * double (0.95, not 0.94999999999999996). jansson has one precision for a
+ * whole document, so each floating-point literal outside strings is
+ * rewritten here, in place (never longer than jansson's 17 digits). */
+static void shortest_reals(char *text)
+{
+    char *out = text;
+    for (const char *p = text; *p;) {
+        if (*p == '"') { /* copy a string literal as is */
+            *out++ = *p++;
+            while (*p && *p != '"') {
+                if (*p == '\\' && p[1])
+                    *out++ = *p++;
+                *out++ = *p++;
+            }
+            if (*p)
+                *out++ = *p++;
+            continue;
+        }
+        if (*p == '-' || (*p >= '0' && *p <= '9')) {
+            size_t n = strspn(p, "-+0123456789.eE");
+            if (strcspn(p, ".eE") < n) {
+                char lit[64], best[64];
+                if (n >= sizeof lit)
+                    n = sizeof lit - 1;
+                memcpy(lit, p, n);
+                lit[n] = '\0';
+                double x = strtod(lit, NULL);
+                for (int prec = 1; prec <= 17; prec++) {
+                    snprintf(best, sizeof best, "%.*g", prec, x);
+                    if (strtod(best, NULL) == x)
+                        break;
+                }
+                if (!strpbrk(best, ".eEn")) /* 1 -> 1.0, as Python */
+                    strcat(best, ".0");
+                size_t m = strlen(best);
+                if (m <= n) {
+                    memcpy(out, best, m);
+                    out += m;
+                    p += n;
+                    continue;
+                }
+            }
+            memmove(out, p, n);
+            out += n;
+            p += n;
+            continue;
+        }
+        *out++ = *p++;
+    }
+    *out = '\0';
+}
+
 char *adadelta_config_to_json(const adadelta_config *cfg)
 {
     if (adadelta_config_validate(cfg))
@@ -118,6 +171,8 @@ char *adadelta_config_to_json(const adadelta_config *cfg)
     json_decref(o);
     if (!text)
         adadelta__fail(ADADELTA_ENOMEM, "config_to_json: out of memory");
+    else
+        shortest_reals(text);
     return text;
 }
 

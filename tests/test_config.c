@@ -171,6 +171,11 @@ static void get_config_round_trips(void **state)
     assert_non_null(strstr(json, "\"global_clipnorm\": 1.5"));
     assert_non_null(strstr(json, "\"clipnorm\": null"));
     assert_non_null(strstr(json, "\"PolynomialDecay\""));
+    /* floats as Python writes them: shortest text, 1.0 not 1 */
+    assert_non_null(strstr(json, "\"rho\": 0.9,"));
+    assert_non_null(strstr(json, "\"epsilon\": 1e-06"));
+    assert_non_null(strstr(json, "\"power\": 2.0,"));
+    assert_non_null(strstr(json, "\"weight_decay\": 0.004,"));
     assert_int_equal(adadelta_config_from_json(&b, json), 0);
     free(json);
     assert_memory_equal(&a.learning_rate, &b.learning_rate, offsetof(adadelta_learning_rate, callback));
