@@ -96,6 +96,7 @@ typedef struct adadelta_learning_rate {
     int n_boundaries;             /* piecewise: values has n_boundaries + 1 */
     double boundaries[ADADELTA_MAX_PIECES];
     double values[ADADELTA_MAX_PIECES + 1];
+    char name[64];                /* the schedule's Keras name (get_config) */
     adadelta_lr_callback callback; /* CALLBACK */
     void *user_data;
 } adadelta_learning_rate;

@@ -3,9 +3,29 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 int adadelta_is_set(double x) { return !isnan(x); }
+
+/* Keras's default `name` of each schedule class. */
+static const char *const default_names[] = {
+    [ADADELTA_LR_EXPONENTIAL_DECAY] = "ExponentialDecay",
+    [ADADELTA_LR_INVERSE_TIME_DECAY] = "InverseTimeDecay",
+    [ADADELTA_LR_POLYNOMIAL_DECAY] = "PolynomialDecay",
+    [ADADELTA_LR_PIECEWISE_CONSTANT_DECAY] = "PiecewiseConstant",
+    [ADADELTA_LR_COSINE_DECAY] = "CosineDecay",
+    [ADADELTA_LR_COSINE_DECAY_RESTARTS] = "SGDRDecay",
+};
+
+void adadelta__lr_set_kind(adadelta_learning_rate *lr, adadelta_lr_kind kind)
+{
+    lr->kind = kind;
+    const char *name = (size_t)kind < sizeof default_names / sizeof default_names[0]
+                           ? default_names[kind]
+                           : NULL;
+    snprintf(lr->name, sizeof lr->name, "%s", name ? name : "");
+}
 
 static void lr_clear(adadelta_learning_rate *lr)
 {
@@ -20,7 +40,7 @@ static void lr_clear(adadelta_learning_rate *lr)
 void adadelta_lr_constant(adadelta_learning_rate *lr, double value)
 {
     lr_clear(lr);
-    lr->kind = ADADELTA_LR_CONSTANT;
+    adadelta__lr_set_kind(lr, ADADELTA_LR_CONSTANT);
     lr->value = value;
 }
 
@@ -29,7 +49,7 @@ void adadelta_lr_exponential_decay(adadelta_learning_rate *lr, double initial,
                                    int staircase)
 {
     lr_clear(lr);
-    lr->kind = ADADELTA_LR_EXPONENTIAL_DECAY;
+    adadelta__lr_set_kind(lr, ADADELTA_LR_EXPONENTIAL_DECAY);
     lr->initial_learning_rate = initial;
     lr->decay_steps = decay_steps;
     lr->decay_rate = decay_rate;
@@ -42,7 +62,7 @@ void adadelta_lr_inverse_time_decay(adadelta_learning_rate *lr, double initial,
 {
     adadelta_lr_exponential_decay(lr, initial, decay_steps, decay_rate,
                                   staircase);
-    lr->kind = ADADELTA_LR_INVERSE_TIME_DECAY;
+    adadelta__lr_set_kind(lr, ADADELTA_LR_INVERSE_TIME_DECAY);
 }
 
 void adadelta_lr_polynomial_decay(adadelta_learning_rate *lr, double initial,
@@ -50,7 +70,7 @@ void adadelta_lr_polynomial_decay(adadelta_learning_rate *lr, double initial,
                                   double power, int cycle)
 {
     lr_clear(lr);
-    lr->kind = ADADELTA_LR_POLYNOMIAL_DECAY;
+    adadelta__lr_set_kind(lr, ADADELTA_LR_POLYNOMIAL_DECAY);
     lr->initial_learning_rate = initial;
     lr->decay_steps = decay_steps;
     lr->end_learning_rate = end_learning_rate;
@@ -69,7 +89,7 @@ int adadelta_lr_piecewise_constant_decay(adadelta_learning_rate *lr,
                               "outside [0, %d]",
                               n_boundaries, ADADELTA_MAX_PIECES);
     lr_clear(lr);
-    lr->kind = ADADELTA_LR_PIECEWISE_CONSTANT_DECAY;
+    adadelta__lr_set_kind(lr, ADADELTA_LR_PIECEWISE_CONSTANT_DECAY);
     lr->n_boundaries = n_boundaries;
     for (int i = 0; i < n_boundaries; i++)
         lr->boundaries[i] = boundaries[i];
@@ -83,7 +103,7 @@ void adadelta_lr_cosine_decay(adadelta_learning_rate *lr, double initial,
                               double warmup_target, double warmup_steps)
 {
     lr_clear(lr);
-    lr->kind = ADADELTA_LR_COSINE_DECAY;
+    adadelta__lr_set_kind(lr, ADADELTA_LR_COSINE_DECAY);
     lr->initial_learning_rate = initial;
     lr->decay_steps = decay_steps;
     lr->alpha = alpha;
@@ -97,7 +117,7 @@ void adadelta_lr_cosine_decay_restarts(adadelta_learning_rate *lr,
                                        double m_mul, double alpha)
 {
     lr_clear(lr);
-    lr->kind = ADADELTA_LR_COSINE_DECAY_RESTARTS;
+    adadelta__lr_set_kind(lr, ADADELTA_LR_COSINE_DECAY_RESTARTS);
     lr->initial_learning_rate = initial;
     lr->decay_steps = first_decay_steps;
     lr->t_mul = t_mul;
@@ -109,7 +129,7 @@ void adadelta_lr_from_callback(adadelta_learning_rate *lr,
                                adadelta_lr_callback fn, void *user_data)
 {
     lr_clear(lr);
-    lr->kind = ADADELTA_LR_CALLBACK;
+    adadelta__lr_set_kind(lr, ADADELTA_LR_CALLBACK);
     lr->callback = fn;
     lr->user_data = user_data;
 }
@@ -181,7 +201,10 @@ int adadelta__validate_lr(const adadelta_learning_rate *lr)
     int rc = ADADELTA_OK;
     switch (lr->kind) {
     case ADADELTA_LR_CONSTANT:
-        return need_finite("learning_rate", lr->value);
+        /* stored in a float32 variable, as Keras does: it must fit */
+        if ((rc = need_finite("learning_rate", lr->value)))
+            return rc;
+        return need_finite("learning_rate (as float32)", (float)lr->value);
     case ADADELTA_LR_EXPONENTIAL_DECAY:
     case ADADELTA_LR_INVERSE_TIME_DECAY:
         if ((rc = need_finite("learning_rate.initial_learning_rate",

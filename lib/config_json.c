@@ -62,6 +62,7 @@ static json_t *schedule_to_json(const adadelta_learning_rate *lr)
         json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
         json_object_set_new(c, "decay_steps", steps(lr->decay_steps));
         json_object_set_new(c, "alpha", json_real(lr->alpha));
+        json_object_set_new(c, "name", json_string(lr->name)); /* Keras's key order */
         json_object_set_new(c, "warmup_target", optional_real(lr->warmup_target));
         json_object_set_new(c, "warmup_steps", steps(lr->warmup_steps));
         break;
@@ -74,7 +75,8 @@ static json_t *schedule_to_json(const adadelta_learning_rate *lr)
         json_object_set_new(c, "alpha", json_real(lr->alpha));
         break;
     }
-    json_object_set_new(c, "name", json_string(cls));
+    if (!json_object_get(c, "name"))
+        json_object_set_new(c, "name", json_string(lr->name));
     return json_pack("{s:s, s:s, s:o, s:n}", "module", "keras.optimizers.schedules",
                      "class_name", cls, "config", c, "registered_name");
 }
@@ -199,7 +201,11 @@ static int get_number(json_t *o, const char *prefix, const char *key, double *ou
     return 0;
 }
 
-static int get_int(json_t *o, const char *prefix, const char *key, int64_t *out, int nullable)
+/* An integer. nullable: null, 0 and 0.0 are unset (Keras tests these
+ * arguments for truth, so 0 acts as None). integral reals (2.0) count as
+ * integers unless int_only (Keras's isinstance(x, int) checks). */
+static int get_int(json_t *o, const char *prefix, const char *key, int64_t *out, int nullable,
+                   int int_only)
 {
     json_t *v = json_object_get(o, key);
     if (!v)
@@ -210,17 +216,13 @@ static int get_int(json_t *o, const char *prefix, const char *key, int64_t *out,
     }
     int64_t x;
     if (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
-        fabs(json_real_value(v)) < 9e15)
+        fabs(json_real_value(v)) < 9e15 && (!int_only || json_real_value(v) == 0))
         x = (int64_t)json_real_value(v); /* 2.0 is 2 (Python's json writes it so) */
     else if (json_is_integer(v))
         x = json_integer_value(v);
     else
         return adadelta__fail(ADADELTA_EINVAL, "config: %s%s must be an integer%s", prefix,
                               key, nullable ? " or null" : "");
-    /* 0 (or 0.0) would be read as "unset": refuse it, null is unset. */
-    if (nullable && x == 0)
-        return adadelta__fail(ADADELTA_EINVAL, "config: %s%s = 0 is not allowed (use null)",
-                              prefix, key);
     *out = x;
     return 0;
 }
@@ -287,16 +289,13 @@ static int schedule_from_json(json_t *v, adadelta_learning_rate *lr)
         return adadelta__fail(ADADELTA_EINVAL, "config: learning_rate.config must be an object");
     const char *name = json_string_value(cls);
     const char *Pc = "learning_rate.config.";
-    char ignored_name[ADADELTA_NAME_MAX];
-    if (get_string(c, Pc, "name", ignored_name, sizeof ignored_name))
-        return ADADELTA_EINVAL;
     adadelta_lr_constant(lr, 0);
     int rc = 0;
     if (!strcmp(name, "ExponentialDecay") || !strcmp(name, "InverseTimeDecay")) {
         static const char *const keys[] = {"initial_learning_rate", "decay_steps", "decay_rate",
                                            "staircase", "name", NULL};
-        lr->kind = name[0] == 'E' ? ADADELTA_LR_EXPONENTIAL_DECAY
-                                  : ADADELTA_LR_INVERSE_TIME_DECAY;
+        adadelta__lr_set_kind(lr, name[0] == 'E' ? ADADELTA_LR_EXPONENTIAL_DECAY
+                                                       : ADADELTA_LR_INVERSE_TIME_DECAY);
         rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
              need_key(c, Pc, "decay_steps") || need_key(c, Pc, "decay_rate") ||
              get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
@@ -306,7 +305,7 @@ static int schedule_from_json(json_t *v, adadelta_learning_rate *lr)
     } else if (!strcmp(name, "PolynomialDecay")) {
         static const char *const keys[] = {"initial_learning_rate", "decay_steps",
                                            "end_learning_rate", "power", "cycle", "name", NULL};
-        lr->kind = ADADELTA_LR_POLYNOMIAL_DECAY;
+        adadelta__lr_set_kind(lr, ADADELTA_LR_POLYNOMIAL_DECAY);
         rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
              need_key(c, Pc, "decay_steps") ||
              get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
@@ -315,7 +314,7 @@ static int schedule_from_json(json_t *v, adadelta_learning_rate *lr)
              get_number(c, Pc, "power", &lr->power, 0) || get_bool(c, Pc, "cycle", &lr->cycle);
     } else if (!strcmp(name, "PiecewiseConstantDecay")) {
         static const char *const keys[] = {"boundaries", "values", "name", NULL};
-        lr->kind = ADADELTA_LR_PIECEWISE_CONSTANT_DECAY;
+        adadelta__lr_set_kind(lr, ADADELTA_LR_PIECEWISE_CONSTANT_DECAY);
         if (only_keys(c, Pc, keys))
             return ADADELTA_EINVAL;
         json_t *b = json_object_get(c, "boundaries"), *vals = json_object_get(c, "values");
@@ -348,7 +347,7 @@ static int schedule_from_json(json_t *v, adadelta_learning_rate *lr)
     } else if (!strcmp(name, "CosineDecay")) {
         static const char *const keys[] = {"initial_learning_rate", "decay_steps", "alpha",
                                            "warmup_target", "warmup_steps", "name", NULL};
-        lr->kind = ADADELTA_LR_COSINE_DECAY;
+        adadelta__lr_set_kind(lr, ADADELTA_LR_COSINE_DECAY);
         rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
              need_key(c, Pc, "decay_steps") ||
              get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
@@ -359,7 +358,7 @@ static int schedule_from_json(json_t *v, adadelta_learning_rate *lr)
     } else if (!strcmp(name, "CosineDecayRestarts")) {
         static const char *const keys[] = {"initial_learning_rate", "first_decay_steps", "t_mul",
                                            "m_mul", "alpha", "name", NULL};
-        lr->kind = ADADELTA_LR_COSINE_DECAY_RESTARTS;
+        adadelta__lr_set_kind(lr, ADADELTA_LR_COSINE_DECAY_RESTARTS);
         rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
              need_key(c, Pc, "first_decay_steps") ||
              get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
@@ -373,6 +372,9 @@ static int schedule_from_json(json_t *v, adadelta_learning_rate *lr)
                               "schedule",
                               name);
     }
+    /* the schedule's own name; absent or null keeps the class default */
+    if (!rc)
+        rc = get_string(c, Pc, "name", lr->name, sizeof lr->name);
     return rc ? ADADELTA_EINVAL : ADADELTA_OK;
 }
 
@@ -381,7 +383,7 @@ static const char *const adadelta_keys[] = {
     "use_ema", "ema_momentum", "ema_overwrite_frequency", "loss_scale_factor",
     "gradient_accumulation_steps", "rho", "epsilon", "decay", NULL};
 
-static int adadelta_from_json(json_t *o, const char *P, adadelta_config *cfg)
+static int adadelta_from_json(json_t *o, const char *P, adadelta_config *cfg, int saved)
 {
     if (!json_is_object(o))
         return adadelta__fail(ADADELTA_EINVAL, "config: %s must be a JSON object",
@@ -392,13 +394,13 @@ static int adadelta_from_json(json_t *o, const char *P, adadelta_config *cfg)
     if (lr && json_is_object(lr)) {
         if (schedule_from_json(lr, &cfg->learning_rate))
             return ADADELTA_EINVAL;
-    } else if (lr) {
+    } else if (lr && !(saved && json_is_null(lr))) {
         if (!json_is_number(lr))
             return adadelta__fail(ADADELTA_EINVAL,
                                   "config: %slearning_rate must be a number or a schedule", P);
         adadelta_lr_constant(&cfg->learning_rate, json_number_value(lr));
     }
-    int64_t ignored;
+    /* "decay" is accepted and ignored, as Keras warns and ignores it. */
     if (get_string(o, P, "name", cfg->name, sizeof cfg->name) ||
         get_number(o, P, "weight_decay", &cfg->weight_decay, 1) ||
         get_number(o, P, "clipnorm", &cfg->clipnorm, 1) ||
@@ -406,24 +408,40 @@ static int adadelta_from_json(json_t *o, const char *P, adadelta_config *cfg)
         get_number(o, P, "clipvalue", &cfg->clipvalue, 1) ||
         get_bool(o, P, "use_ema", &cfg->use_ema) ||
         get_number(o, P, "ema_momentum", &cfg->ema_momentum, 0) ||
-        get_int(o, P, "ema_overwrite_frequency", &cfg->ema_overwrite_frequency, 1) ||
+        get_int(o, P, "ema_overwrite_frequency", &cfg->ema_overwrite_frequency, 1, 1) ||
         get_number(o, P, "loss_scale_factor", &cfg->loss_scale_factor, 1) ||
-        get_int(o, P, "gradient_accumulation_steps", &cfg->gradient_accumulation_steps, 1) ||
+        get_int(o, P, "gradient_accumulation_steps", &cfg->gradient_accumulation_steps, 1, 0) ||
         get_number(o, P, "rho", &cfg->rho, 0) || get_number(o, P, "epsilon", &cfg->epsilon, 0))
         return ADADELTA_EINVAL;
-    (void)ignored; /* "decay" is accepted and ignored, as Keras warns and ignores it */
     return ADADELTA_OK;
 }
 
-static int loss_scale_from_json(json_t *o, adadelta_config *cfg)
+static int loss_scale_from_json(json_t *o, adadelta_config *cfg, int saved)
 {
     static const char *const keys[] = {
-        "name", "inner_optimizer", "initial_scale", "dynamic_growth_steps",
-        /* LossScaleOptimizer's own base-optimizer keys (unused by it) */
+        "name", "inner_optimizer", "initial_scale", "dynamic_growth_steps", "dynamic",
+        /* LossScaleOptimizer's own base-optimizer keys: Keras refuses any
+         * value but the default */
         "weight_decay", "clipnorm", "global_clipnorm", "clipvalue", "use_ema", "ema_momentum",
         "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps", NULL};
     if (only_keys(o, "", keys))
         return ADADELTA_EINVAL;
+    for (int i = 5; keys[i]; i++) {
+        json_t *v = json_object_get(o, keys[i]);
+        int is_default = !v || json_is_null(v) ||
+                         (!strcmp(keys[i], "use_ema") && json_is_false(v)) ||
+                         (!strcmp(keys[i], "ema_momentum") && json_is_number(v) &&
+                          json_number_value(v) == 0.99);
+        if (!is_default)
+            return adadelta__fail(ADADELTA_EINVAL,
+                                  "config: LossScaleOptimizer does not support %s (set it on "
+                                  "inner_optimizer)",
+                                  keys[i]);
+    }
+    json_t *dynamic = json_object_get(o, "dynamic");
+    if (dynamic && !json_is_true(dynamic))
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "config: dynamic must be true (only dynamic loss scaling exists)");
     json_t *inner = json_object_get(o, "inner_optimizer");
     if (!json_is_object(inner))
         return adadelta__fail(ADADELTA_EINVAL, "config: inner_optimizer must be an object");
@@ -435,18 +453,19 @@ static int loss_scale_from_json(json_t *o, adadelta_config *cfg)
     if (!json_is_string(cls) || strcmp(json_string_value(cls), "Adadelta") != 0)
         return adadelta__fail(ADADELTA_EINVAL,
                               "config: inner_optimizer.class_name must be \"Adadelta\"");
-    if (adadelta_from_json(json_object_get(inner, "config"), "inner_optimizer.config.", cfg))
+    if (adadelta_from_json(json_object_get(inner, "config"), "inner_optimizer.config.", cfg,
+                           saved))
         return ADADELTA_EINVAL;
     cfg->dynamic_loss_scale = 1;
     cfg->loss_scale_factor = ADADELTA_UNSET;
     if (get_string(o, "", "name", cfg->loss_scale_name, sizeof cfg->loss_scale_name) ||
         get_number(o, "", "initial_scale", &cfg->initial_scale, 0) ||
-        get_int(o, "", "dynamic_growth_steps", &cfg->dynamic_growth_steps, 0))
+        get_int(o, "", "dynamic_growth_steps", &cfg->dynamic_growth_steps, 0, 0))
         return ADADELTA_EINVAL;
     return ADADELTA_OK;
 }
 
-int adadelta_config_from_json(adadelta_config *cfg, const char *text)
+static int parse_config(adadelta_config *cfg, const char *text, int saved)
 {
     if (!cfg || !text)
         return adadelta__fail(ADADELTA_EINVAL, "config_from_json: NULL argument");
@@ -459,9 +478,9 @@ int adadelta_config_from_json(adadelta_config *cfg, const char *text)
     adadelta_config_default(&tmp);
     int rc;
     if (json_is_object(o) && json_object_get(o, "inner_optimizer"))
-        rc = loss_scale_from_json(o, &tmp);
+        rc = loss_scale_from_json(o, &tmp, saved);
     else
-        rc = adadelta_from_json(o, "", &tmp);
+        rc = adadelta_from_json(o, "", &tmp, saved);
     json_decref(o);
     if (!rc)
         rc = adadelta_config_validate(&tmp);
@@ -469,4 +488,14 @@ int adadelta_config_from_json(adadelta_config *cfg, const char *text)
         return rc;
     *cfg = tmp;
     return ADADELTA_OK;
+}
+
+int adadelta_config_from_json(adadelta_config *cfg, const char *text)
+{
+    return parse_config(cfg, text, 0);
+}
+
+int adadelta__config_from_saved_json(adadelta_config *cfg, const char *text)
+{
+    return parse_config(cfg, text, 1);
 }

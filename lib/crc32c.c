@@ -12,7 +12,7 @@ static void build_table(void)
             c = c & 1 ? (c >> 1) ^ 0x82F63B78u : c >> 1;
         table[i] = c;
     }
-    table_ready = 1;
+    __atomic_store_n(&table_ready, 1, __ATOMIC_RELEASE);
 }
 
 /* crc of the bytes after `crc` (start with 0). */

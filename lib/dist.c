@@ -33,8 +33,9 @@ void adadelta_dist_partition(const adadelta *opt, int parts, int *bounds)
 
 int adadelta_dist_own_shards(adadelta *opt, int lo, int hi)
 {
-    if (opt->applied)
-        return adadelta__fail(ADADELTA_ESTATE, "own_shards: only before the first apply");
+    if (opt->applied || opt->partitioned)
+        return adadelta__fail(ADADELTA_ESTATE,
+                              "own_shards: only once, before the first apply");
     if (lo < 0 || hi < lo || hi > opt->n_shards)
         return adadelta__fail(ADADELTA_EINVAL, "own_shards: range [%d, %d) is outside [0, %d)",
                               lo, hi, opt->n_shards);

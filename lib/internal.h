@@ -84,6 +84,12 @@ void adadelta__clear_error(void);
 
 /* config.c */
 int adadelta__validate_lr(const adadelta_learning_rate *lr);
+/* Sets the kind and Keras's default name of that schedule class. */
+void adadelta__lr_set_kind(adadelta_learning_rate *lr, adadelta_lr_kind kind);
+
+/* config_json.c: a saved state's config, where a callback learning rate was
+ * written as null (it then reads as the default constant). */
+int adadelta__config_from_saved_json(adadelta_config *cfg, const char *json);
 
 /* optimizer.c */
 float *adadelta__alloc_floats(int64_t n); /* zeroed, 64-byte aligned */

@@ -384,9 +384,15 @@ float *adadelta_slot(const adadelta *opt, int index, adadelta_slot_kind slot)
                        index);
         return NULL;
     }
+    if ((int)slot < 0 || (int)slot >= ADADELTA_N_SLOTS || !slot_needed(&opt->cfg, (int)slot)) {
+        adadelta__fail(ADADELTA_ENOTFOUND,
+                       "slot: variable '%s' has no slot %d with this config",
+                       v->name, (int)slot);
+        return NULL;
+    }
     if (adadelta__build(opt))
         return NULL;
-    if ((int)slot < 0 || (int)slot >= ADADELTA_N_SLOTS || !v->slot[slot]) {
+    if (!v->slot[slot]) {
         adadelta__fail(ADADELTA_ENOTFOUND,
                        "slot: variable '%s' has no slot %d with this config",
                        v->name, (int)slot);
@@ -887,11 +893,18 @@ static int begin_call(adadelta *opt, const float *const *grads, const adadelta_d
 {
     *finished = 0;
     int rc = check_grads_arg(opt, grads, "apply");
-    if (rc || (rc = adadelta__build(opt)))
+    if (rc)
         return rc;
+    if (!ops && opt->partitioned)
+        return adadelta__fail(ADADELTA_ESTATE,
+                              "apply: this optimizer's state is split over processes; "
+                              "use adadelta_mpi_apply");
     memset(c, 0, sizeof *c);
     c->grads = grads;
+    /* Refusals first: a refused call leaves even the build undone. */
     if (opt->cfg.check_finite && (rc = refuse_nonfinite(opt, c, ops)))
+        return rc;
+    if ((rc = adadelta__build(opt)))
         return rc;
     opt->applied = 1;
     if (opt->cfg.dynamic_loss_scale) {
@@ -939,8 +952,9 @@ int adadelta_finalize_variable_values(adadelta *opt)
                               "finalize_variable_values: sharded optimizer; "
                               "use the MPI layer");
     for (int v = 0; v < opt->n_vars; v++)
-        memcpy(opt->vars[v].data, opt->vars[v].slot[ADADELTA_SLOT_EMA],
-               (size_t)opt->vars[v].size * sizeof(float));
+        if (opt->vars[v].size)
+            memcpy(opt->vars[v].data, opt->vars[v].slot[ADADELTA_SLOT_EMA],
+                   (size_t)opt->vars[v].size * sizeof(float));
     return ADADELTA_OK;
 }
 

@@ -311,7 +311,8 @@ const char *adadelta_st_meta(const adadelta_st_file *f, const char *key)
 
 void adadelta_st_copy_f32(const adadelta_st_tensor *t, float *dst)
 {
-    memcpy(dst, t->data, t->nbytes);
+    if (t->nbytes)
+        memcpy(dst, t->data, t->nbytes);
 }
 
 /* ------------------------------------------------------------- writer */

@@ -95,6 +95,9 @@ static float cosine_restarts(const adadelta_learning_rate *lr, float step)
 
 float adadelta_lr_evaluate(const adadelta_learning_rate *lr, int64_t step)
 {
+    if (!lr || (lr->kind == ADADELTA_LR_PIECEWISE_CONSTANT_DECAY &&
+                (lr->n_boundaries < 0 || lr->n_boundaries > ADADELTA_MAX_PIECES)))
+        return NAN;
     float s = (float)step;
     switch (lr->kind) {
     case ADADELTA_LR_CONSTANT:

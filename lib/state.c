@@ -96,6 +96,17 @@ done:
 
 /* ---------------------------------------------------------------- load */
 
+/* Fails with "<path>: [<what>: ]<the last error>" (copied first: the last
+ * error is the buffer being written). */
+static int refail(int status, const char *path, const char *what)
+{
+    char why[512];
+    snprintf(why, sizeof why, "%s", adadelta_last_error());
+    if (what)
+        return adadelta__fail(status, "%s: %s: %s", path, what, why);
+    return adadelta__fail(status, "%s: %s", path, why);
+}
+
 /* Header-level checks: format, version, checksum. */
 static int check_file(const adadelta_st_file *f, const char *path)
 {
@@ -187,10 +198,9 @@ static int check_variables(const adadelta_st_file *f, const char *path, const ad
 static int check_config(const adadelta_st_file *f, const char *path, const adadelta *opt)
 {
     adadelta_config saved;
-    int rc = adadelta_config_from_json(&saved, adadelta_st_meta(f, "config"));
+    int rc = adadelta__config_from_saved_json(&saved, adadelta_st_meta(f, "config"));
     if (rc)
-        return adadelta__fail(ADADELTA_EFORMAT, "%s: saved config is invalid: %s", path,
-                              adadelta_last_error());
+        return refail(ADADELTA_EFORMAT, path, "saved config is invalid");
     const adadelta_config *c = &opt->cfg;
     if (saved.use_ema != c->use_ema ||
         saved.gradient_accumulation_steps != c->gradient_accumulation_steps ||
@@ -240,10 +250,16 @@ static int load_file(adadelta *opt, const adadelta_st_file *f, const char *path)
         return adadelta__fail(ADADELTA_EFORMAT,
                               "%s: optimizer/step_counter = %lld is out of range", path,
                               (long long)counter_value);
-    if (!(scale_value >= 0) || !isfinite(scale_value))
+    if (!(scale_value > 0) || !isfinite(scale_value))
         return adadelta__fail(ADADELTA_EFORMAT,
-                              "%s: optimizer/dynamic_scale = %g is not a finite number >= 0", path,
+                              "%s: optimizer/dynamic_scale = %g is not a finite number > 0", path,
                               (double)scale_value);
+    if (scale && counter_value >= opt->cfg.dynamic_growth_steps)
+        return adadelta__fail(ADADELTA_EFORMAT,
+                              "%s: optimizer/step_counter = %lld is not below "
+                              "dynamic_growth_steps = %lld",
+                              path, (long long)counter_value,
+                              (long long)opt->cfg.dynamic_growth_steps);
     int per_var = 1 + ADADELTA_N_SLOTS;
     const adadelta_st_tensor **found = calloc((size_t)opt->n_vars * per_var + 1, sizeof *found);
     if (!found)
@@ -309,8 +325,7 @@ int adadelta_create_from_state(const char *path, const adadelta_config *override
     if (override) {
         cfg = *override;
     } else if ((rc = adadelta_config_from_json(&cfg, adadelta_st_meta(f, "config")))) {
-        rc = adadelta__fail(ADADELTA_EFORMAT, "%s: saved config is invalid: %s", path,
-                            adadelta_last_error());
+        rc = refail(ADADELTA_EFORMAT, path, "saved config is invalid");
         goto done;
     }
     if ((rc = adadelta_create(&cfg, &opt)))
@@ -337,10 +352,8 @@ int adadelta_create_from_state(const char *path, const adadelta_config *override
         }
         int v = adadelta_add_variable(opt, t->name, ADADELTA_F32, data, t->ndim, t->shape);
         if (v < 0) {
-            char why[512];
-            snprintf(why, sizeof why, "%s", adadelta_last_error());
             free(data);
-            rc = adadelta__fail(v == ADADELTA_EINVAL ? ADADELTA_EFORMAT : v, "%s: %s", path, why);
+            rc = refail(v == ADADELTA_EINVAL ? ADADELTA_EFORMAT : v, path, NULL);
             goto done;
         }
         opt->vars[v].owns_data = 1;

@@ -149,6 +149,13 @@ static void json_missing_keys_take_defaults_and_null_means_unset(void **state)
     assert_false(adadelta_is_set(c.clipnorm));
     /* "decay" is accepted and ignored, as Keras does. */
     assert_int_equal(adadelta_config_from_json(&c, "{\"decay\": 0.1}"), 0);
+    /* Keras tests these for truth: 0 and 0.0 act as None. */
+    assert_int_equal(adadelta_config_from_json(&c, "{\"gradient_accumulation_steps\": 0.0, "
+                                                   "\"use_ema\": true, "
+                                                   "\"ema_overwrite_frequency\": 0}"),
+                     0);
+    assert_int_equal(c.gradient_accumulation_steps, 0);
+    assert_int_equal(c.ema_overwrite_frequency, 0);
 }
 
 static void get_config_round_trips(void **state)
@@ -208,6 +215,45 @@ static void loss_scale_optimizer_config_round_trips(void **state)
     assert_int_equal(b.dynamic_loss_scale, 1);
     assert_true(b.initial_scale == 1024.0 && b.rho == 0.9);
     assert_int_equal(b.dynamic_growth_steps, 3);
+    /* Keras's LossScaleOptimizer refuses its own base arguments unless they
+     * are the defaults, and accepts dynamic=True only. */
+    const char *outer_clip = "{\"inner_optimizer\": {\"class_name\": \"Adadelta\", "
+                             "\"config\": {}}, \"clipnorm\": 1.0}";
+    assert_int_equal(adadelta_config_from_json(&b, outer_clip), ADADELTA_EINVAL);
+    assert_non_null(strstr(adadelta_last_error(), "does not support clipnorm"));
+    const char *defaults = "{\"inner_optimizer\": {\"class_name\": \"Adadelta\", "
+                           "\"config\": {}}, \"clipnorm\": null, \"use_ema\": false, "
+                           "\"ema_momentum\": 0.99, \"dynamic\": true}";
+    assert_int_equal(adadelta_config_from_json(&b, defaults), 0);
+    const char *not_dynamic = "{\"inner_optimizer\": {\"class_name\": \"Adadelta\", "
+                              "\"config\": {}}, \"dynamic\": false}";
+    assert_int_equal(adadelta_config_from_json(&b, not_dynamic), ADADELTA_EINVAL);
+}
+
+static void schedules_keep_keras_names(void **state)
+{
+    (void)state;
+    adadelta_config c;
+    adadelta_config_default(&c);
+    double b[1] = {3}, v[2] = {1, 0.5};
+    adadelta_lr_piecewise_constant_decay(&c.learning_rate, 1, b, v);
+    assert_string_equal(c.learning_rate.name, "PiecewiseConstant");
+    char *json = adadelta_config_to_json(&c);
+    assert_non_null(strstr(json, "\"name\": \"PiecewiseConstant\""));
+    free(json);
+    adadelta_lr_cosine_decay_restarts(&c.learning_rate, 1, 10, 2, 1, 0);
+    json = adadelta_config_to_json(&c);
+    assert_non_null(strstr(json, "\"name\": \"SGDRDecay\""));
+    free(json);
+    /* a custom name survives the round trip */
+    const char *named = "{\"learning_rate\": {\"class_name\": \"ExponentialDecay\", "
+                        "\"config\": {\"initial_learning_rate\": 1, \"decay_steps\": 2, "
+                        "\"decay_rate\": 0.5, \"name\": \"warm\"}}}";
+    assert_int_equal(adadelta_config_from_json(&c, named), 0);
+    assert_string_equal(c.learning_rate.name, "warm");
+    json = adadelta_config_to_json(&c);
+    assert_non_null(strstr(json, "\"name\": \"warm\""));
+    free(json);
 }
 
 static void status_names_and_messages_exist(void **state)
@@ -231,6 +277,7 @@ int main(void)
         cmocka_unit_test(json_missing_keys_take_defaults_and_null_means_unset),
         cmocka_unit_test(get_config_round_trips),
         cmocka_unit_test(loss_scale_optimizer_config_round_trips),
+        cmocka_unit_test(schedules_keep_keras_names),
         cmocka_unit_test(status_names_and_messages_exist),
     };
     return cmocka_run_group_tests(tests, NULL, NULL) ? 1 : 0;

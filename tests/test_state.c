@@ -280,6 +280,40 @@ static void killed_writer_leaves_previous_checkpoint(void **state)
     free(w);
 }
 
+static float half(void *user)
+{
+    (void)user;
+    return 0.5f;
+}
+
+static void callback_learning_rate_state_loads_back(void **state)
+{
+    (void)state;
+    adadelta_config cfg;
+    adadelta_config_default(&cfg);
+    adadelta_lr_from_callback(&cfg.learning_rate, half, NULL);
+    adadelta *a, *b;
+    assert_int_equal(adadelta_create(&cfg, &a), 0);
+    assert_int_equal(adadelta_create(&cfg, &b), 0);
+    float wa = 1, wb = 0, g = 1;
+    adadelta_add_variable(a, "w", ADADELTA_F32, &wa, 0, NULL);
+    adadelta_add_variable(b, "w", ADADELTA_F32, &wb, 0, NULL);
+    const float *grads[1] = {&g};
+    adadelta_apply(a, grads);
+    char path[128];
+    snprintf(path, sizeof path, "%s/cb.safetensors", dir);
+    assert_int_equal(adadelta_save(a, path), 0); /* its config has learning_rate null */
+    assert_int_equal(adadelta_load(b, path), 0);
+    assert_true(wb == wa);
+    assert_int_equal(adadelta_iterations(b), 1);
+    /* without a config to supply the callback, a fresh optimizer can't be made */
+    adadelta *c;
+    assert_int_equal(adadelta_create_from_state(path, NULL, &c), ADADELTA_EFORMAT);
+    assert_non_null(strstr(adadelta_last_error(), "learning_rate"));
+    adadelta_destroy(a);
+    adadelta_destroy(b);
+}
+
 static void python_reader_prints_the_state(void **state)
 {
     (void)state;
@@ -324,6 +358,7 @@ int main(void)
         cmocka_unit_test(corrupted_byte_anywhere_is_refused_and_changes_nothing),
         cmocka_unit_test(mismatched_optimizer_is_refused_untouched),
         cmocka_unit_test(killed_writer_leaves_previous_checkpoint),
+        cmocka_unit_test(callback_learning_rate_state_loads_back),
         cmocka_unit_test(python_reader_prints_the_state),
     };
     int failed = cmocka_run_group_tests(tests, setup, teardown);
