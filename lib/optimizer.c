@@ -186,12 +186,34 @@ static int index_of(const adadelta *opt, const char *name)
     return -1;
 }
 
+/* 1 if s is valid UTF-8 (names go into a JSON header). */
+static int valid_utf8(const unsigned char *s)
+{
+    while (*s) {
+        int n = *s < 0x80 ? 0 : (*s >> 5) == 6 ? 1 : (*s >> 4) == 14 ? 2 : (*s >> 3) == 30 ? 3 : -1;
+        if (n < 0)
+            return 0;
+        for (int i = 1; i <= n; i++)
+            if ((s[i] & 0xC0) != 0x80)
+                return 0;
+        s += n + 1;
+    }
+    return 1;
+}
+
 static int check_new_variable(const adadelta *opt, const char *name,
                               adadelta_dtype dtype, const void *data, int ndim,
                               const int64_t *shape, int64_t *size_out)
 {
     if (!name || !*name)
         return adadelta__fail(ADADELTA_EINVAL, "add_variable: the name is empty");
+    /* Names become safetensors tensor names next to the optimizer's own. */
+    if (!valid_utf8((const unsigned char *)name) || !strcmp(name, "__metadata__") ||
+        !strncmp(name, "optimizer/", 10))
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "add_variable '%s': the name must be UTF-8 and neither "
+                              "__metadata__ nor start with optimizer/",
+                              name);
     if (opt->built)
         return adadelta__fail(ADADELTA_ESTATE,
                               "add_variable '%s': variables can only be added "

@@ -334,6 +334,7 @@ static char *build_header(const adadelta_st_out *t, int n, const char *const *me
         json_object_set_new(meta, meta_kv[2 * i], json_string(meta_kv[2 * i + 1]));
     if (checksum)
         json_object_set_new(meta, "checksum", json_string(checksum));
+    int ok = json_object_size(meta) == (size_t)n_meta + (checksum != NULL);
     json_object_set_new(root, "__metadata__", meta);
     size_t at = 0;
     for (int i = 0; i < n; i++) {
@@ -346,10 +347,13 @@ static char *build_header(const adadelta_st_out *t, int n, const char *const *me
         json_object_set_new(desc, "shape", shape);
         json_object_set_new(desc, "data_offsets",
                             json_pack("[I, I]", (json_int_t)at, (json_int_t)(at + nb)));
-        json_object_set_new(root, t[i].name, desc);
+        if (json_object_set_new(root, t[i].name, desc))
+            ok = 0;
         at += nb;
     }
-    char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    /* a name jansson refused (not UTF-8) or given twice would lose a tensor */
+    ok = ok && json_object_size(root) == (size_t)n + 1;
+    char *text = ok ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(root);
     return text;
 }
@@ -387,7 +391,10 @@ int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
     }
     char *header = build_header(t, n, meta_kv, n_meta, with_checksum ? checksum : NULL);
     if (!header)
-        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", path);
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "%s: cannot build the header (out of memory, or tensor "
+                              "names that are not unique UTF-8)",
+                              path);
     size_t hlen = strlen(header);
     size_t padded = (hlen + 7) & ~(size_t)7; /* data starts 8-aligned */
 

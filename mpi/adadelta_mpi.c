@@ -75,32 +75,26 @@ static int core_fail(int status)
 const char *adadelta_mpi_last_error(void) { return err_msg; }
 
 /* Makes a status collective: every rank returns the status of the lowest
- * failing rank (its own if it failed) and the failing rank's message. */
+ * failing rank (its own if it failed) and the failing rank's message. No
+ * allocation, so every rank always makes the same two calls. */
 static int agree(MPI_Comm comm, int rank, int size, int rc)
 {
-    int *all = malloc((size_t)size * sizeof *all);
-    if (!all) {
-        /* Still take part: a MIN of the status is a valid agreement. */
-        int m;
-        MPI_Allreduce(&rc, &m, 1, MPI_INT, MPI_MIN, comm);
-        return rc ? rc : fail(m, "failed on another rank");
-    }
-    MPI_Allgather(&rc, 1, MPI_INT, all, 1, MPI_INT, comm);
-    int first = -1;
-    for (int r = 0; r < size && first < 0; r++)
-        if (all[r])
-            first = r;
-    int out = first < 0 ? 0 : all[first];
-    free(all);
-    if (first < 0)
+    int key = rc ? rank : size, first;
+    MPI_Allreduce(&key, &first, 1, MPI_INT, MPI_MIN, comm);
+    if (first == size)
         return 0;
-    char msg[sizeof err_msg];
-    if (rank == first)
-        snprintf(msg, sizeof msg, "%s", err_msg);
-    MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, first, comm);
+    struct {
+        int status;
+        char msg[sizeof err_msg];
+    } what;
+    if (rank == first) {
+        what.status = rc;
+        snprintf(what.msg, sizeof what.msg, "%s", err_msg);
+    }
+    MPI_Bcast(&what, (int)sizeof what, MPI_BYTE, first, comm);
     if (rc)
         return rc;
-    return fail(out, "rank %d: %s", first, msg);
+    return fail(what.status, "rank %d: %s", first, what.msg);
 }
 
 /* ------------------------------------------------------------ hashing */
@@ -255,8 +249,12 @@ int adadelta_mpi_set_threads(adadelta_mpi *m, int threads)
 
 void adadelta_mpi_set_check_identical(adadelta_mpi *m, int on)
 {
-    if (m)
-        m->check = on != 0;
+    if (!m)
+        return;
+    m->check = on != 0;
+    /* The check is collective: once started, every rank must agree. */
+    if (m->ready)
+        MPI_Allreduce(MPI_IN_PLACE, &m->check, 1, MPI_INT, MPI_LOR, m->comm);
 }
 
 int adadelta_mpi_add_variable(adadelta_mpi *m, const char *name, adadelta_dtype dtype,
@@ -279,6 +277,9 @@ int adadelta_mpi_exclude_from_weight_decay(adadelta_mpi *m, const int *indices,
     err_msg[0] = '\0';
     if (!m)
         return fail(ADADELTA_EINVAL, "adadelta_mpi_exclude_from_weight_decay: NULL");
+    if (m->ready) /* the ranks checked their exclusions agree: keep it so */
+        return fail(ADADELTA_ESTATE,
+                    "adadelta_mpi_exclude_from_weight_decay: only before the first apply");
     return core_fail(adadelta_exclude_from_weight_decay(m->core, indices, n_indices, names,
                                                         n_names));
 }
@@ -320,28 +321,21 @@ static uint64_t variables_hash(const adadelta_mpi *m)
 }
 
 /* Ranks (up to a few) whose value differs from rank 0's, as text. */
+/* "3 (2 in all)": the first rank whose value differs from rank 0's, and how
+ * many do; empty when none. Collective, no allocation. */
 static void differing_ranks(const adadelta_mpi *m, uint64_t mine, char *buf, size_t n)
 {
-    uint64_t *all = malloc((size_t)m->size * sizeof *all);
+    uint64_t root = mine;
+    MPI_Bcast(&root, 1, MPI_UINT64_T, 0, m->comm);
+    int differs = mine != root;
+    int key = differs ? m->rank : m->size, first, count;
+    MPI_Allreduce(&key, &first, 1, MPI_INT, MPI_MIN, m->comm);
+    MPI_Allreduce(&differs, &count, 1, MPI_INT, MPI_SUM, m->comm);
     buf[0] = '\0';
-    if (!all) {
-        uint64_t dummy = 0; /* keep the collective matched */
-        MPI_Allgather(&mine, 1, MPI_UINT64_T, &dummy, 0, MPI_UINT64_T, m->comm);
-        return;
-    }
-    MPI_Allgather(&mine, 1, MPI_UINT64_T, all, 1, MPI_UINT64_T, m->comm);
-    size_t used = 0;
-    int shown = 0;
-    for (int r = 1; r < m->size && used + 16 < n; r++)
-        if (all[r] != all[0]) {
-            if (shown == 8) {
-                used += (size_t)snprintf(buf + used, n - used, ", ...");
-                break;
-            }
-            used += (size_t)snprintf(buf + used, n - used, "%s%d", shown ? ", " : "", r);
-            shown++;
-        }
-    free(all);
+    if (count == 1)
+        snprintf(buf, n, "%d", first);
+    else if (count > 1)
+        snprintf(buf, n, "%d (%d in all)", first, count);
 }
 
 static int check_agreement(adadelta_mpi *m)
@@ -362,9 +356,8 @@ static int check_agreement(adadelta_mpi *m)
         if (lo[i] != hi[i]) {
             char ranks[200];
             differing_ranks(m, h[i], ranks, sizeof ranks);
-            return fail(ADADELTA_EMISMATCH, "ranks disagree on %s: rank%s %s differ%s from rank 0",
-                        what[i], strchr(ranks, ',') ? "s" : "", ranks,
-                        strchr(ranks, ',') ? "" : "s");
+            return fail(ADADELTA_EMISMATCH, "ranks disagree on %s: rank %s differs from rank 0",
+                        what[i], ranks);
         }
     return 0;
 }
@@ -465,7 +458,9 @@ static int setup_local(adadelta_mpi *m)
          * resumed core) and frees the rest. */
         return core_fail(adadelta_dist_own_shards(m->core, m->bounds[m->rank],
                                                   m->bounds[m->rank + 1]));
-    return 0;
+    /* Allocate the slots here, where a failure is agreed, not in the first
+     * step between collectives. */
+    return core_fail(adadelta_build(m->core));
 }
 
 /* Agreement, then the partition and buffers: once, before the first step
@@ -482,6 +477,9 @@ static int ensure_ready(adadelta_mpi *m)
         free_buffers(m);
         return rc;
     }
+    /* ADADELTA_MPI_CHECK may be set on some ranks only: the check is
+     * collective, so one rank asking for it turns it on everywhere. */
+    MPI_Allreduce(MPI_IN_PLACE, &m->check, 1, MPI_INT, MPI_LOR, m->comm);
     m->ready = 1;
     return 0;
 }
@@ -588,11 +586,11 @@ static int check_identical(adadelta_mpi *m, const char *when)
     const char *what = m->mode == ADADELTA_MPI_REPLICATED ? "variables or optimizer state"
                                                           : "variables";
     if (m->rank == 0)
-        fprintf(stderr, "adadelta_mpi: DIVERGENCE %s (iteration %lld): the %s of rank%s %s "
+        fprintf(stderr, "adadelta_mpi: DIVERGENCE %s (iteration %lld): the %s of rank %s "
                 "differ from rank 0's\n", when, (long long)adadelta_iterations(m->core), what,
-                strchr(ranks, ',') ? "s" : "", ranks);
-    return fail(ADADELTA_EMISMATCH, "ranks diverged %s: the %s of rank%s %s differ from "
-                "rank 0's (checksums)", when, what, strchr(ranks, ',') ? "s" : "", ranks);
+                ranks);
+    return fail(ADADELTA_EMISMATCH, "ranks diverged %s: the %s of rank %s differ from "
+                "rank 0's (checksums)", when, what, ranks);
 }
 
 int adadelta_mpi_check_identical(adadelta_mpi *m)
@@ -734,6 +732,8 @@ static int temp_core(const adadelta_mpi *m, int fresh_data, adadelta **out)
             rc = core_fail(i);
         }
     }
+    if (!rc) /* allocate now, while the caller can still agree on failure */
+        rc = core_fail(adadelta_build(t));
     if (rc) {
         if (t && fresh_data)
             for (int v = 0; v < adadelta_num_variables(t); v++)

@@ -17,8 +17,8 @@
  *                            replicated mode.
  *
  * All functions are collective over the communicator given at creation and
- * return the same status on every rank (add_variable, exclude, set_threads,
- * set_check_identical and the getters are local). Thread safety as
+ * return the same status on every rank (add_variable, exclude, set_threads
+ * and the getters are local; exclude only before the first apply). Thread safety as
  * adadelta.h: one optimizer per thread at a time, and MPI must allow the
  * calling thread. Limits: float32 variables, at most INT_MAX elements in all
  * (MPI counts are int).
@@ -76,6 +76,8 @@ int adadelta_mpi_finalize_variable_values(adadelta_mpi *opt);
  * ADADELTA_EMISMATCH on every rank if any rank differs. When enabled, it
  * runs after every apply (also with ADADELTA_MPI_CHECK=1 in the environment). */
 int adadelta_mpi_check_identical(adadelta_mpi *opt);
+/* Before the first apply it is local (the ranks' wishes are OR'ed at the
+ * first apply); afterwards it is collective. */
 void adadelta_mpi_set_check_identical(adadelta_mpi *opt, int on);
 
 /* Saves one file (rank 0 writes; the same bytes in both modes) / loads one on

@@ -154,10 +154,20 @@ static void variables_after_first_apply_are_refused(void **state)
     assert_int_equal(adadelta_add_variable(opt, "b", ADADELTA_F32, &a, 1, bad), ADADELTA_EINVAL);
     assert_non_null(strstr(adadelta_last_error(), "shape[0] = -1"));
     assert_int_equal(adadelta_add_variable(opt, "b", ADADELTA_F64, &a, 0, NULL), ADADELTA_EINVAL);
-    const float *grads[1] = {&g};
+    /* names that would collide with the saved state's own, or not be JSON */
+    assert_int_equal(adadelta_add_variable(opt, "optimizer/accumulated_grad/a", ADADELTA_F32, &a,
+                                           0, NULL),
+                     ADADELTA_EINVAL);
+    assert_int_equal(adadelta_add_variable(opt, "__metadata__", ADADELTA_F32, &a, 0, NULL),
+                     ADADELTA_EINVAL);
+    assert_int_equal(adadelta_add_variable(opt, "bad\xff", ADADELTA_F32, &a, 0, NULL),
+                     ADADELTA_EINVAL);
+    float e = 2;
+    assert_int_equal(adadelta_add_variable(opt, "caf\xc3\xa9/w", ADADELTA_F32, &e, 0, NULL), 1);
+    const float *grads[2] = {&g, NULL};
     adadelta_apply(opt, grads);
     assert_int_equal(adadelta_add_variable(opt, "c", ADADELTA_F32, &a, 0, NULL), ADADELTA_ESTATE);
-    assert_int_equal(adadelta_num_variables(opt), 1);
+    assert_int_equal(adadelta_num_variables(opt), 2);
     adadelta_destroy(opt);
 }
 

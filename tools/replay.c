@@ -23,8 +23,10 @@ int main(int argc, char **argv)
                 rc = replay_exit_code(st);
             }
         }
-        if (!rc && o.finalize)
-            adadelta_finalize_variable_values(opt);
+        if (!rc && o.finalize && adadelta_finalize_variable_values(opt)) {
+            fprintf(stderr, "error: --finalize: %s\n", adadelta_last_error());
+            rc = 1;
+        }
         if (!rc && o.out) {
             int st = adadelta_save(opt, o.out);
             if (st) {
@@ -34,11 +36,6 @@ int main(int argc, char **argv)
         }
         replay_free_grads(&g);
     }
-    /* Variables read from --params were allocated by replay_make_optimizer;
-     * --resume variables belong to the optimizer. */
-    if (!o.resume)
-        for (int v = 0; v < adadelta_num_variables(opt); v++)
-            free(adadelta_variable_data(opt, v));
-    adadelta_destroy(opt);
+    replay_destroy_optimizer(&o, opt);
     return rc;
 }

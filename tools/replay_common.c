@@ -204,10 +204,7 @@ int replay_make_optimizer(const replay_opts *o, adadelta **out)
         if ((rc = adadelta_create(&cfg, &opt)))
             return fail(rc);
         if ((rc = add_params(o->params, opt))) {
-            /* variables were malloc'ed here; free them with the optimizer */
-            for (int v = 0; v < adadelta_num_variables(opt); v++)
-                free(adadelta_variable_data(opt, v));
-            adadelta_destroy(opt);
+            replay_destroy_optimizer(o, opt);
             return rc;
         }
     }
@@ -217,23 +214,41 @@ int replay_make_optimizer(const replay_opts *o, adadelta **out)
         char *copy = strdup(o->exclude);
         const char *names[256];
         int n = 0;
-        for (char *tok = strtok(copy, ","); tok && n < 256; tok = strtok(NULL, ","))
+        char *tok = NULL;
+        for (tok = copy ? strtok(copy, ",") : NULL; tok && n < 256; tok = strtok(NULL, ","))
             if (*tok)
                 names[n++] = tok;
+        if (!copy || tok) {
+            fprintf(stderr, "error: --exclude-from-weight-decay: %s\n",
+                    copy ? "more than 256 names" : "out of memory");
+            free(copy);
+            replay_destroy_optimizer(o, opt);
+            return EXIT_USAGE;
+        }
         rc = adadelta_exclude_from_weight_decay(opt, NULL, 0, names, n);
         free(copy);
         if (rc) {
             fprintf(stderr, "error: --exclude-from-weight-decay: %s\n", adadelta_last_error());
-            rc = ADADELTA_EINVAL;
-            goto failed;
+            replay_destroy_optimizer(o, opt);
+            return EXIT_USAGE;
         }
     }
     *out = opt;
     return 0;
 failed:
     fprintf(stderr, "error: %s\n", adadelta_last_error());
-    adadelta_destroy(opt);
+    replay_destroy_optimizer(o, opt);
     return replay_exit_code(rc);
+}
+
+void replay_destroy_optimizer(const replay_opts *o, adadelta *opt)
+{
+    /* --params variables were malloc'ed by add_params; --resume ones belong
+     * to the optimizer. */
+    if (opt && !o->resume)
+        for (int v = 0; v < adadelta_num_variables(opt); v++)
+            free(adadelta_variable_data(opt, v));
+    adadelta_destroy(opt);
 }
 
 void replay_free_grads(replay_grads *g)

@@ -27,6 +27,10 @@ int replay_exit_code(int status);
  * the exit status on failure. */
 int replay_make_optimizer(const replay_opts *o, adadelta **out);
 
+/* Destroys an optimizer made by replay_make_optimizer, with the variables
+ * it read from --params. */
+void replay_destroy_optimizer(const replay_opts *o, adadelta *opt);
+
 /* The gradients of every call, checked against the optimizer's variables. */
 typedef struct replay_grads {
     int calls, n_vars;
