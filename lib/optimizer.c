@@ -259,11 +259,11 @@ static int check_new_variable(const adadelta *opt, const char *name,
  * bytes; *pp is left alone on failure. */
 static int grow(void *pp, size_t n, size_t elem)
 {
-    void **p = pp;
-    void *q = realloc(*p, n * elem);
-    if (!q)
+    void *old, *q; /* memcpy: *pp is some T *, not a void * */
+    memcpy(&old, pp, sizeof old);
+    if (!(q = realloc(old, n * elem)))
         return ADADELTA_ENOMEM;
-    *p = q;
+    memcpy(pp, &q, sizeof q);
     return ADADELTA_OK;
 }
 

@@ -885,7 +885,8 @@ int adadelta_mpi_load(adadelta_mpi *m, const char *path)
     }
     for (int v = 0; v < m->nv; v++) {
         size_t n = (size_t)(m->voff[v + 1] - m->voff[v]);
-        memcpy(adadelta_variable_data(m->core, v), adadelta_variable_data(t, v), n * 4);
+        if (n)
+            memcpy(adadelta_variable_data(m->core, v), adadelta_variable_data(t, v), n * 4);
         for (int k = 0; k < 4; k++) {
             float *p;
             int64_t b, e;
