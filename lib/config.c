@@ -39,6 +39,8 @@ static void lr_clear(adadelta_learning_rate *lr)
 
 void adadelta_lr_constant(adadelta_learning_rate *lr, double value)
 {
+    if (!lr)
+        return;
     lr_clear(lr);
     adadelta__lr_set_kind(lr, ADADELTA_LR_CONSTANT);
     lr->value = value;
@@ -48,6 +50,8 @@ void adadelta_lr_exponential_decay(adadelta_learning_rate *lr, double initial,
                                    double decay_steps, double decay_rate,
                                    int staircase)
 {
+    if (!lr)
+        return;
     lr_clear(lr);
     adadelta__lr_set_kind(lr, ADADELTA_LR_EXPONENTIAL_DECAY);
     lr->initial_learning_rate = initial;
@@ -60,6 +64,8 @@ void adadelta_lr_inverse_time_decay(adadelta_learning_rate *lr, double initial,
                                     double decay_steps, double decay_rate,
                                     int staircase)
 {
+    if (!lr)
+        return;
     adadelta_lr_exponential_decay(lr, initial, decay_steps, decay_rate,
                                   staircase);
     adadelta__lr_set_kind(lr, ADADELTA_LR_INVERSE_TIME_DECAY);
@@ -69,6 +75,8 @@ void adadelta_lr_polynomial_decay(adadelta_learning_rate *lr, double initial,
                                   double decay_steps, double end_learning_rate,
                                   double power, int cycle)
 {
+    if (!lr)
+        return;
     lr_clear(lr);
     adadelta__lr_set_kind(lr, ADADELTA_LR_POLYNOMIAL_DECAY);
     lr->initial_learning_rate = initial;
@@ -83,6 +91,8 @@ int adadelta_lr_piecewise_constant_decay(adadelta_learning_rate *lr,
                                          const double *boundaries,
                                          const double *values)
 {
+    if (!lr || (n_boundaries > 0 && !boundaries) || !values)
+        return adadelta__fail(ADADELTA_EINVAL, "PiecewiseConstantDecay: NULL argument");
     if (n_boundaries < 0 || n_boundaries > ADADELTA_MAX_PIECES)
         return adadelta__fail(ADADELTA_EINVAL,
                               "PiecewiseConstantDecay: %d boundaries is "
@@ -102,6 +112,8 @@ void adadelta_lr_cosine_decay(adadelta_learning_rate *lr, double initial,
                               double decay_steps, double alpha,
                               double warmup_target, double warmup_steps)
 {
+    if (!lr)
+        return;
     lr_clear(lr);
     adadelta__lr_set_kind(lr, ADADELTA_LR_COSINE_DECAY);
     lr->initial_learning_rate = initial;
@@ -116,6 +128,8 @@ void adadelta_lr_cosine_decay_restarts(adadelta_learning_rate *lr,
                                        double first_decay_steps, double t_mul,
                                        double m_mul, double alpha)
 {
+    if (!lr)
+        return;
     lr_clear(lr);
     adadelta__lr_set_kind(lr, ADADELTA_LR_COSINE_DECAY_RESTARTS);
     lr->initial_learning_rate = initial;
@@ -128,6 +142,8 @@ void adadelta_lr_cosine_decay_restarts(adadelta_learning_rate *lr,
 void adadelta_lr_from_callback(adadelta_learning_rate *lr,
                                adadelta_lr_callback fn, void *user_data)
 {
+    if (!lr)
+        return;
     lr_clear(lr);
     adadelta__lr_set_kind(lr, ADADELTA_LR_CALLBACK);
     lr->callback = fn;
@@ -136,6 +152,8 @@ void adadelta_lr_from_callback(adadelta_learning_rate *lr,
 
 void adadelta_config_default(adadelta_config *cfg)
 {
+    if (!cfg)
+        return;
     memset(cfg, 0, sizeof *cfg);
     adadelta_lr_constant(&cfg->learning_rate, 0.001);
     cfg->rho = 0.95;

@@ -386,6 +386,8 @@ int adadelta_variable_shape(const adadelta *opt, int index, int *ndim,
     if (!v)
         return adadelta__fail(ADADELTA_ENOTFOUND, "variable index %d does not exist",
                               index);
+    if (!ndim || !shape)
+        return adadelta__fail(ADADELTA_EINVAL, "variable_shape: NULL output");
     *ndim = v->ndim;
     for (int d = 0; d < v->ndim; d++)
         shape[d] = v->shape[d];
