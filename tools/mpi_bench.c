@@ -144,41 +144,63 @@ static double time_allreduce(const options *o, int64_t total, int steps,
     return median(samples, steps);
 }
 
+/* T tensors of n elements each in one variable block and one gradient
+ * block; g[k] points to tensor k's gradient. */
+typedef struct {
+    float *var, *grad;
+    const float **g;
+} tensors;
+
+static tensors make_tensors(const options *o, int64_t n)
+{
+    int64_t total = n * o->tensors;
+    tensors t = {alloc_block(total, o->threads, 0), alloc_block(total, o->threads, 1),
+                 malloc((size_t)o->tensors * sizeof *t.g)};
+    if (!t.g)
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    for (int64_t k = 0; k < o->tensors; k++)
+        t.g[k] = t.grad + k * n;
+    return t;
+}
+
+static void free_tensors(tensors *t)
+{
+    free(t->g);
+    free(t->var);
+    free(t->grad);
+}
+
+static void tensor_name(char *buf, size_t n, int64_t k)
+{
+    snprintf(buf, n, "dense_%lld/kernel", (long long)k);
+}
+
 /* The core library alone (no MPI) on this rank. */
 static double time_update(const options *o, int64_t n, int steps,
                           double *samples)
 {
-    int64_t total = n * o->tensors;
     adadelta_config cfg;
     make_config(o, &cfg);
     adadelta *opt = NULL;
     check(adadelta_create(&cfg, &opt), "adadelta_create");
     check(adadelta_set_threads(opt, o->threads), "adadelta_set_threads");
-    float *var = alloc_block(total, o->threads, 0);
-    float *grad = alloc_block(total, o->threads, 1);
-    const float **g = malloc((size_t)o->tensors * sizeof *g);
-    if (!g)
-        MPI_Abort(MPI_COMM_WORLD, 1);
+    tensors t = make_tensors(o, n);
     int64_t shape[1] = {n};
     for (int64_t k = 0; k < o->tensors; k++) {
         char name[64];
-        snprintf(name, sizeof name, "dense_%lld/kernel", (long long)k);
-        check(adadelta_add_variable(opt, name, ADADELTA_F32, var + k * n, 1,
-                                    shape),
+        tensor_name(name, sizeof name, k);
+        check(adadelta_add_variable(opt, name, ADADELTA_F32, t.var + k * n, 1, shape),
               "adadelta_add_variable");
-        g[k] = grad + k * n;
     }
     for (int s = -o->warmup; s < steps; s++) {
         double t0 = omp_get_wtime();
-        check(adadelta_apply(opt, g), "adadelta_apply");
+        check(adadelta_apply(opt, t.g), "adadelta_apply");
         double dt = omp_get_wtime() - t0;
         if (s >= 0)
             samples[s] = dt;
     }
     adadelta_destroy(opt);
-    free(g);
-    free(var);
-    free(grad);
+    free_tensors(&t);
     max_over_ranks(samples, steps);
     return median(samples, steps);
 }
@@ -187,41 +209,32 @@ static double time_step(const options *o, int64_t n, int steps,
                         adadelta_mpi_mode mode, double *samples,
                         size_t *state_bytes)
 {
-    int64_t total = n * o->tensors;
     adadelta_config cfg;
     make_config(o, &cfg);
     adadelta_mpi *opt = NULL;
     check(adadelta_mpi_create(MPI_COMM_WORLD, &cfg, mode, &opt),
           "adadelta_mpi_create");
     check(adadelta_mpi_set_threads(opt, o->threads), "adadelta_mpi_set_threads");
-    float *var = alloc_block(total, o->threads, 0);
-    float *grad = alloc_block(total, o->threads, 1);
-    const float **g = malloc((size_t)o->tensors * sizeof *g);
-    if (!g)
-        MPI_Abort(MPI_COMM_WORLD, 1);
+    tensors t = make_tensors(o, n);
     int64_t shape[1] = {n};
     for (int64_t k = 0; k < o->tensors; k++) {
         char name[64];
-        snprintf(name, sizeof name, "dense_%lld/kernel", (long long)k);
-        check(adadelta_mpi_add_variable(opt, name, ADADELTA_F32, var + k * n,
-                                        1, shape),
+        tensor_name(name, sizeof name, k);
+        check(adadelta_mpi_add_variable(opt, name, ADADELTA_F32, t.var + k * n, 1, shape),
               "adadelta_mpi_add_variable");
-        g[k] = grad + k * n;
     }
     check(adadelta_mpi_check_agreement(opt), "adadelta_mpi_check_agreement");
     for (int s = -o->warmup; s < steps; s++) {
         MPI_Barrier(MPI_COMM_WORLD);
         double t0 = MPI_Wtime();
-        check(adadelta_mpi_apply(opt, g), "adadelta_mpi_apply");
+        check(adadelta_mpi_apply(opt, t.g), "adadelta_mpi_apply");
         double dt = MPI_Wtime() - t0;
         if (s >= 0)
             samples[s] = dt;
     }
     *state_bytes = adadelta_mpi_state_bytes(opt);
     adadelta_mpi_destroy(opt);
-    free(g);
-    free(var);
-    free(grad);
+    free_tensors(&t);
     max_over_ranks(samples, steps);
     return median(samples, steps);
 }
