@@ -26,6 +26,13 @@
 extern "C" {
 #endif
 
+/* The library exports exactly the functions declared with this. */
+#if defined(__GNUC__) && defined(ADADELTA_BUILDING)
+#define ADADELTA_EXTERN __attribute__((visibility("default")))
+#else
+#define ADADELTA_EXTERN
+#endif
+
 #define ADADELTA_VERSION_MAJOR 0
 #define ADADELTA_VERSION_MINOR 1
 #define ADADELTA_VERSION_PATCH 0
@@ -34,29 +41,44 @@ extern "C" {
      ADADELTA_VERSION_PATCH)
 
 /* Runtime version, e.g. 0x000100 and "0.1.0". */
-unsigned adadelta_version(void);
-const char *adadelta_version_string(void);
+ADADELTA_EXTERN unsigned adadelta_version(void);
+ADADELTA_EXTERN const char *adadelta_version_string(void);
 
 /* ---------------------------------------------------------------- status */
 
+/* Every status: its name, value and text, in one list (the enum, the
+ * names and the messages below are all made from it). */
+#define ADADELTA_STATUS_MAP(XX)                                               \
+    XX(OK, 0, "success")                                                      \
+    XX(EINVAL, -1, "invalid argument")                                        \
+    XX(ENOMEM, -2, "out of memory")                                           \
+    XX(EIO, -3, "input/output error")                                         \
+    XX(EFORMAT, -4, "malformed file")                                         \
+    XX(EMISMATCH, -5, "inputs disagree")                                      \
+    XX(ENOGRAD, -6, "no gradients provided for any variable")                 \
+    XX(ESTATE, -7, "call not allowed in this state")                          \
+    XX(ENONFINITE, -8, "non-finite gradient")                                 \
+    XX(ENOTFOUND, -9, "not found")
+
+/* ADADELTA_EINVAL: invalid argument or config value; ENOMEM: out of memory;
+ * EIO: a file could not be opened, read or written; EFORMAT: a file is
+ * truncated, corrupted or malformed; EMISMATCH: inputs disagree (names,
+ * shapes, dtypes, ranks); ENOGRAD: apply() got no gradient for any
+ * variable; ESTATE: call not allowed now (e.g. add after the build);
+ * ENONFINITE: non-finite gradient with check_finite on; ENOTFOUND: no such
+ * variable, slot or key. */
 enum {
-    ADADELTA_OK = 0,
-    ADADELTA_EINVAL = -1,     /* invalid argument or config value */
-    ADADELTA_ENOMEM = -2,     /* out of memory */
-    ADADELTA_EIO = -3,        /* a file could not be opened, read or written */
-    ADADELTA_EFORMAT = -4,    /* a file is truncated, corrupted or malformed */
-    ADADELTA_EMISMATCH = -5,  /* inputs disagree: names, shapes, dtypes */
-    ADADELTA_ENOGRAD = -6,    /* apply() got no gradient for any variable */
-    ADADELTA_ESTATE = -7,     /* call not allowed now (e.g. add after apply) */
-    ADADELTA_ENONFINITE = -8, /* non-finite gradient with check_finite on */
-    ADADELTA_ENOTFOUND = -9   /* no such variable, slot or key */
+#define ADADELTA_STATUS_ENUM(name, value, text) ADADELTA_##name = value,
+    ADADELTA_STATUS_MAP(ADADELTA_STATUS_ENUM)
+#undef ADADELTA_STATUS_ENUM
 };
 
 /* "ADADELTA_EINVAL", ... ; "invalid argument", ... */
-const char *adadelta_status_name(int status);
-const char *adadelta_strerror(int status);
-/* Message of the last failed call in this thread ("" if none). */
-const char *adadelta_last_error(void);
+ADADELTA_EXTERN const char *adadelta_status_name(int status);
+ADADELTA_EXTERN const char *adadelta_strerror(int status);
+/* Message of the last failed call of either library (libadadelta,
+ * libadadelta_mpi) in this thread ("" if none). */
+ADADELTA_EXTERN const char *adadelta_last_error(void);
 
 /* ------------------------------------------------------- learning rate */
 
@@ -102,41 +124,41 @@ typedef struct adadelta_learning_rate {
 } adadelta_learning_rate;
 
 /* Each fills *lr with the schedule and Keras's defaults for the rest. */
-void adadelta_lr_constant(adadelta_learning_rate *lr, double value);
-void adadelta_lr_exponential_decay(adadelta_learning_rate *lr, double initial,
+ADADELTA_EXTERN void adadelta_lr_constant(adadelta_learning_rate *lr, double value);
+ADADELTA_EXTERN void adadelta_lr_exponential_decay(adadelta_learning_rate *lr, double initial,
                                    double decay_steps, double decay_rate,
                                    int staircase);
-void adadelta_lr_inverse_time_decay(adadelta_learning_rate *lr, double initial,
+ADADELTA_EXTERN void adadelta_lr_inverse_time_decay(adadelta_learning_rate *lr, double initial,
                                     double decay_steps, double decay_rate,
                                     int staircase);
-void adadelta_lr_polynomial_decay(adadelta_learning_rate *lr, double initial,
+ADADELTA_EXTERN void adadelta_lr_polynomial_decay(adadelta_learning_rate *lr, double initial,
                                   double decay_steps, double end_learning_rate,
                                   double power, int cycle);
 /* values must hold n_boundaries + 1 numbers; returns ADADELTA_EINVAL when
  * n_boundaries is outside [0, ADADELTA_MAX_PIECES]. */
-int adadelta_lr_piecewise_constant_decay(adadelta_learning_rate *lr,
+ADADELTA_EXTERN int adadelta_lr_piecewise_constant_decay(adadelta_learning_rate *lr,
                                          int n_boundaries,
                                          const double *boundaries,
                                          const double *values);
-void adadelta_lr_cosine_decay(adadelta_learning_rate *lr, double initial,
+ADADELTA_EXTERN void adadelta_lr_cosine_decay(adadelta_learning_rate *lr, double initial,
                               double decay_steps, double alpha,
                               double warmup_target, double warmup_steps);
-void adadelta_lr_cosine_decay_restarts(adadelta_learning_rate *lr,
+ADADELTA_EXTERN void adadelta_lr_cosine_decay_restarts(adadelta_learning_rate *lr,
                                        double initial,
                                        double first_decay_steps, double t_mul,
                                        double m_mul, double alpha);
-void adadelta_lr_from_callback(adadelta_learning_rate *lr,
+ADADELTA_EXTERN void adadelta_lr_from_callback(adadelta_learning_rate *lr,
                                adadelta_lr_callback fn, void *user_data);
 
 /* Value of a schedule at a step, in float32 as Keras computes it. The
  * callback kind calls the callback. Returns NaN for an unknown kind. */
-float adadelta_lr_evaluate(const adadelta_learning_rate *lr, int64_t step);
+ADADELTA_EXTERN float adadelta_lr_evaluate(const adadelta_learning_rate *lr, int64_t step);
 
 /* --------------------------------------------------------------- config */
 
 /* "Unset" (Keras's None) for the optional floating-point fields below. */
 #define ADADELTA_UNSET (__builtin_nan(""))
-int adadelta_is_set(double x); /* 1 unless x is ADADELTA_UNSET (NaN) */
+ADADELTA_EXTERN int adadelta_is_set(double x); /* 1 unless x is ADADELTA_UNSET (NaN) */
 
 #define ADADELTA_NAME_MAX 128
 
@@ -169,19 +191,19 @@ typedef struct adadelta_config {
     int check_finite;                     /* 0 */
 } adadelta_config;
 
-void adadelta_config_default(adadelta_config *cfg);
+ADADELTA_EXTERN void adadelta_config_default(adadelta_config *cfg);
 /* Checks cfg as Keras's constructor does; ADADELTA_EINVAL and a message
  * naming the argument and value when it is refused. */
-int adadelta_config_validate(const adadelta_config *cfg);
+ADADELTA_EXTERN int adadelta_config_validate(const adadelta_config *cfg);
 
 /* Keras get_config() JSON (LossScaleOptimizer's when dynamic_loss_scale).
  * Returns a malloc'ed string (free() it) or NULL with the last error set.
  * A callback learning rate is written as null. */
-char *adadelta_config_to_json(const adadelta_config *cfg);
+ADADELTA_EXTERN char *adadelta_config_to_json(const adadelta_config *cfg);
 /* Parses a get_config() JSON object (replay-cli.md's --config form): missing
  * keys take Keras's defaults, unknown keys, wrong types and invalid values
  * are ADADELTA_EINVAL naming the key. cfg is only written on success. */
-int adadelta_config_from_json(adadelta_config *cfg, const char *json);
+ADADELTA_EXTERN int adadelta_config_from_json(adadelta_config *cfg, const char *json);
 
 /* ------------------------------------------------------------ optimizer */
 
@@ -192,59 +214,59 @@ typedef enum { ADADELTA_F32 = 0, ADADELTA_F64 = 1 } adadelta_dtype;
 #define ADADELTA_MAX_DIMS 8
 
 /* Validates cfg and creates an optimizer; *out is NULL on failure. */
-int adadelta_create(const adadelta_config *cfg, adadelta **out);
-void adadelta_destroy(adadelta *opt);
-const adadelta_config *adadelta_get_config(const adadelta *opt);
+ADADELTA_EXTERN int adadelta_create(const adadelta_config *cfg, adadelta **out);
+ADADELTA_EXTERN void adadelta_destroy(adadelta *opt);
+ADADELTA_EXTERN const adadelta_config *adadelta_get_config(const adadelta *opt);
 
 /* Registers a variable (Keras's var_list order is the order of these calls).
  * data stays owned by the caller and must live as long as the optimizer;
  * the optimizer updates it in place. Only ADADELTA_F32 is supported now.
  * ndim 0 is a scalar. Allowed only before the optimizer is built. Returns the
  * variable's index (>= 0) or a negative status. */
-int adadelta_add_variable(adadelta *opt, const char *name, adadelta_dtype dtype,
+ADADELTA_EXTERN int adadelta_add_variable(adadelta *opt, const char *name, adadelta_dtype dtype,
                           void *data, int ndim, const int64_t *shape);
-int adadelta_num_variables(const adadelta *opt);
+ADADELTA_EXTERN int adadelta_num_variables(const adadelta *opt);
 /* Index of a variable by name, or ADADELTA_ENOTFOUND. */
-int adadelta_find_variable(const adadelta *opt, const char *name);
-const char *adadelta_variable_name(const adadelta *opt, int index);
-int64_t adadelta_variable_size(const adadelta *opt, int index);
-int adadelta_variable_shape(const adadelta *opt, int index, int *ndim,
+ADADELTA_EXTERN int adadelta_find_variable(const adadelta *opt, const char *name);
+ADADELTA_EXTERN const char *adadelta_variable_name(const adadelta *opt, int index);
+ADADELTA_EXTERN int64_t adadelta_variable_size(const adadelta *opt, int index);
+ADADELTA_EXTERN int adadelta_variable_shape(const adadelta *opt, int index, int *ndim,
                             int64_t shape[ADADELTA_MAX_DIMS]);
-float *adadelta_variable_data(const adadelta *opt, int index);
+ADADELTA_EXTERN float *adadelta_variable_data(const adadelta *opt, int index);
 
 /* Keras's build(): allocates the slot variables of all registered variables
  * (one contiguous block per slot kind). Done by the first apply, save, load
  * or slot access if not called before; afterwards no variable can be added
  * and apply never allocates. */
-int adadelta_build(adadelta *opt);
+ADADELTA_EXTERN int adadelta_build(adadelta *opt);
 
 /* Keras exclude_from_weight_decay(var_list, var_names): variables by index,
  * and names joined with '|' into one POSIX extended regular expression that
  * is searched in each variable's short name (after its last '/'). Before the
  * first apply only. Either list may be empty. */
-int adadelta_exclude_from_weight_decay(adadelta *opt, const int *indices,
+ADADELTA_EXTERN int adadelta_exclude_from_weight_decay(adadelta *opt, const int *indices,
                                        int n_indices, const char *const *names,
                                        int n_names);
 /* 1 if weight decay applies to the variable, 0 if excluded. */
-int adadelta_uses_weight_decay(const adadelta *opt, int index);
+ADADELTA_EXTERN int adadelta_uses_weight_decay(const adadelta *opt, int index);
 
 /* One optimizer.apply(grads): grads[i] is the gradient of variable i (same
  * shape, float32) or NULL for "no gradient this call" (Keras's None).
  * ADADELTA_ENOGRAD when all are NULL. */
-int adadelta_apply(adadelta *opt, const float *const *grads);
+ADADELTA_EXTERN int adadelta_apply(adadelta *opt, const float *const *grads);
 
 /* Keras finalize_variable_values(): with use_ema, copies the averages into
  * the variables; otherwise nothing. */
-int adadelta_finalize_variable_values(adadelta *opt);
+ADADELTA_EXTERN int adadelta_finalize_variable_values(adadelta *opt);
 
 /* OpenMP threads used by apply (default: omp_get_max_threads()). */
-int adadelta_set_threads(adadelta *opt, int threads);
-int adadelta_threads(const adadelta *opt);
+ADADELTA_EXTERN int adadelta_set_threads(adadelta *opt, int threads);
+ADADELTA_EXTERN int adadelta_threads(const adadelta *opt);
 
 /* The number of apply calls so far (Keras's optimizer._iterations). */
-int64_t adadelta_iterations(const adadelta *opt);
+ADADELTA_EXTERN int64_t adadelta_iterations(const adadelta *opt);
 /* The learning rate the next apply will use (calls a callback). */
-float adadelta_current_learning_rate(const adadelta *opt);
+ADADELTA_EXTERN float adadelta_current_learning_rate(const adadelta *opt);
 
 typedef enum {
     ADADELTA_SLOT_ACCUMULATED_GRAD = 0,      /* E[g^2] */
@@ -256,28 +278,44 @@ typedef enum {
 /* Pointer to a slot variable of variable `index` (same size as it), or NULL
  * with the last error set when that slot does not exist. Writable: a caller
  * that changes it changes the optimizer's state. Builds the optimizer. */
-float *adadelta_slot(const adadelta *opt, int index, adadelta_slot_kind slot);
+ADADELTA_EXTERN float *adadelta_slot(const adadelta *opt, int index, adadelta_slot_kind slot);
 
 /* LossScaleOptimizer state (dynamic_loss_scale only). */
-float adadelta_dynamic_scale(const adadelta *opt);
-int64_t adadelta_step_counter(const adadelta *opt);
+ADADELTA_EXTERN float adadelta_dynamic_scale(const adadelta *opt);
+ADADELTA_EXTERN int64_t adadelta_step_counter(const adadelta *opt);
 
 /* --------------------------------------------------------- saved state */
 
 /* Saves the whole training state (state-format.md: safetensors with the
  * variables, optimizer/... tensors and metadata) atomically: a temporary file
  * in the same folder, fsync, rename. */
-int adadelta_save(const adadelta *opt, const char *path);
+ADADELTA_EXTERN int adadelta_save(const adadelta *opt, const char *path);
 /* Loads a state saved for an optimizer with the same variables (names,
  * shapes, dtypes, order) and a compatible config. Everything is checked
  * before anything changes; on failure the optimizer is untouched. */
-int adadelta_load(adadelta *opt, const char *path);
+ADADELTA_EXTERN int adadelta_load(adadelta *opt, const char *path);
 /* Builds a fresh optimizer from a state file alone: its config (or
  * `override` when not NULL; the saved tensors must then fit it, else
  * ADADELTA_EMISMATCH), its variables (storage owned by the optimizer, see
  * adadelta_variable_data) and its whole state. For tools that resume. */
-int adadelta_create_from_state(const char *path, const adadelta_config *override,
+ADADELTA_EXTERN int adadelta_create_from_state(const char *path, const adadelta_config *override,
                                adadelta **out);
+
+/* ------------------------------------------------------------- kernels */
+
+/* The instruction set of the step's loops: "avx512f", "avx2" or "default"
+ * (baseline x86-64, or portable C elsewhere). Chosen once per process, the
+ * best the CPU runs, unless ADADELTA_KERNEL=avx512f|avx2|default in the
+ * environment pins one (an unsupported or unknown name is ignored, with the
+ * choice falling back as without it). Every kernel computes the same bits. */
+ADADELTA_EXTERN const char *adadelta_kernel(void);
+
+/* -------------------------------------------------------------- private */
+
+/* For libadadelta_mpi only: its versioned interface to this library's
+ * internals, or NULL when `version` is not the one provided. Not for
+ * applications; may change in any release. */
+ADADELTA_EXTERN const void *adadelta_private_interface(int version);
 
 #ifdef __cplusplus
 }

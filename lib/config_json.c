@@ -12,80 +12,18 @@ static json_t *optional_real(double x) { return adadelta_is_set(x) ? json_real(x
 static json_t *optional_int(int64_t x) { return x ? json_integer(x) : json_null(); }
 
 /* Step counts are ints in Keras configs: write 5, not 5.0, when integral. */
-static json_t *steps(double x)
+json_t *adadelta__json_steps(double x)
 {
     if (x == floor(x) && fabs(x) < 9e15)
         return json_integer((json_int_t)x);
     return json_real(x);
 }
 
-static json_t *schedule_to_json(const adadelta_learning_rate *lr)
-{
-    const char *cls = NULL;
-    json_t *c = json_object();
-    switch (lr->kind) {
-    case ADADELTA_LR_CONSTANT:
-    case ADADELTA_LR_CALLBACK:
-        json_decref(c);
-        return lr->kind == ADADELTA_LR_CONSTANT ? json_real((double)(float)lr->value)
-                                                : json_null();
-    case ADADELTA_LR_EXPONENTIAL_DECAY:
-    case ADADELTA_LR_INVERSE_TIME_DECAY:
-        cls = lr->kind == ADADELTA_LR_EXPONENTIAL_DECAY ? "ExponentialDecay"
-                                                        : "InverseTimeDecay";
-        json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
-        json_object_set_new(c, "decay_steps", steps(lr->decay_steps));
-        json_object_set_new(c, "decay_rate", json_real(lr->decay_rate));
-        json_object_set_new(c, "staircase", json_boolean(lr->staircase));
-        break;
-    case ADADELTA_LR_POLYNOMIAL_DECAY:
-        cls = "PolynomialDecay";
-        json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
-        json_object_set_new(c, "decay_steps", steps(lr->decay_steps));
-        json_object_set_new(c, "end_learning_rate", json_real(lr->end_learning_rate));
-        json_object_set_new(c, "power", json_real(lr->power));
-        json_object_set_new(c, "cycle", json_boolean(lr->cycle));
-        break;
-    case ADADELTA_LR_PIECEWISE_CONSTANT_DECAY: {
-        cls = "PiecewiseConstantDecay";
-        json_t *b = json_array(), *v = json_array();
-        for (int i = 0; i < lr->n_boundaries; i++)
-            json_array_append_new(b, json_real(lr->boundaries[i]));
-        for (int i = 0; i <= lr->n_boundaries; i++)
-            json_array_append_new(v, json_real(lr->values[i]));
-        json_object_set_new(c, "boundaries", b);
-        json_object_set_new(c, "values", v);
-        break;
-    }
-    case ADADELTA_LR_COSINE_DECAY:
-        cls = "CosineDecay";
-        json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
-        json_object_set_new(c, "decay_steps", steps(lr->decay_steps));
-        json_object_set_new(c, "alpha", json_real(lr->alpha));
-        json_object_set_new(c, "name", json_string(lr->name)); /* Keras's key order */
-        json_object_set_new(c, "warmup_target", optional_real(lr->warmup_target));
-        json_object_set_new(c, "warmup_steps", steps(lr->warmup_steps));
-        break;
-    case ADADELTA_LR_COSINE_DECAY_RESTARTS:
-        cls = "CosineDecayRestarts";
-        json_object_set_new(c, "initial_learning_rate", json_real(lr->initial_learning_rate));
-        json_object_set_new(c, "first_decay_steps", steps(lr->decay_steps));
-        json_object_set_new(c, "t_mul", json_real(lr->t_mul));
-        json_object_set_new(c, "m_mul", json_real(lr->m_mul));
-        json_object_set_new(c, "alpha", json_real(lr->alpha));
-        break;
-    }
-    if (!json_object_get(c, "name"))
-        json_object_set_new(c, "name", json_string(lr->name));
-    return json_pack("{s:s, s:s, s:o, s:n}", "module", "keras.optimizers.schedules",
-                     "class_name", cls, "config", c, "registered_name");
-}
-
 static json_t *adadelta_to_json(const adadelta_config *cfg)
 {
     json_t *o = json_object();
     json_object_set_new(o, "name", json_string(cfg->name));
-    json_object_set_new(o, "learning_rate", schedule_to_json(&cfg->learning_rate));
+    json_object_set_new(o, "learning_rate", adadelta__schedule_to_json(&cfg->learning_rate));
     json_object_set_new(o, "weight_decay", optional_real(cfg->weight_decay));
     json_object_set_new(o, "clipnorm", optional_real(cfg->clipnorm));
     json_object_set_new(o, "global_clipnorm", optional_real(cfg->global_clipnorm));
@@ -182,7 +120,7 @@ char *adadelta_config_to_json(const adadelta_config *cfg)
 
 /* Typed getters: each returns 0 when the key is absent (the default stays),
  * and fails with a message naming the key when its type is wrong. */
-static int get_number(json_t *o, const char *prefix, const char *key, double *out,
+int adadelta__json_number(json_t *o, const char *prefix, const char *key, double *out,
                       int nullable)
 {
     json_t *v = json_object_get(o, key);
@@ -227,7 +165,7 @@ static int get_int(json_t *o, const char *prefix, const char *key, int64_t *out,
     return 0;
 }
 
-static int get_bool(json_t *o, const char *prefix, const char *key, int *out)
+int adadelta__json_bool(json_t *o, const char *prefix, const char *key, int *out)
 {
     json_t *v = json_object_get(o, key);
     if (!v)
@@ -239,7 +177,7 @@ static int get_bool(json_t *o, const char *prefix, const char *key, int *out)
     return 0;
 }
 
-static int get_string(json_t *o, const char *prefix, const char *key, char *out, size_t cap)
+int adadelta__json_string(json_t *o, const char *prefix, const char *key, char *out, size_t cap)
 {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v))
@@ -253,7 +191,7 @@ static int get_string(json_t *o, const char *prefix, const char *key, char *out,
     return 0;
 }
 
-static int only_keys(json_t *o, const char *prefix, const char *const *allowed)
+int adadelta__json_only_keys(json_t *o, const char *prefix, const char *const *allowed)
 {
     const char *key;
     json_t *v;
@@ -268,114 +206,11 @@ static int only_keys(json_t *o, const char *prefix, const char *const *allowed)
     return 0;
 }
 
-static int need_key(json_t *o, const char *prefix, const char *key)
+int adadelta__json_need_key(json_t *o, const char *prefix, const char *key)
 {
     if (!json_object_get(o, key))
         return adadelta__fail(ADADELTA_EINVAL, "config: %s%s is missing", prefix, key);
     return 0;
-}
-
-static int schedule_from_json(json_t *v, adadelta_learning_rate *lr)
-{
-    static const char *const outer[] = {"module", "class_name", "config", "registered_name",
-                                        NULL};
-    const char *P = "learning_rate.";
-    if (only_keys(v, P, outer))
-        return ADADELTA_EINVAL;
-    json_t *cls = json_object_get(v, "class_name"), *c = json_object_get(v, "config");
-    if (!json_is_string(cls))
-        return adadelta__fail(ADADELTA_EINVAL, "config: learning_rate.class_name must be a string");
-    if (!json_is_object(c))
-        return adadelta__fail(ADADELTA_EINVAL, "config: learning_rate.config must be an object");
-    const char *name = json_string_value(cls);
-    const char *Pc = "learning_rate.config.";
-    adadelta_lr_constant(lr, 0);
-    int rc = 0;
-    if (!strcmp(name, "ExponentialDecay") || !strcmp(name, "InverseTimeDecay")) {
-        static const char *const keys[] = {"initial_learning_rate", "decay_steps", "decay_rate",
-                                           "staircase", "name", NULL};
-        adadelta__lr_set_kind(lr, name[0] == 'E' ? ADADELTA_LR_EXPONENTIAL_DECAY
-                                                       : ADADELTA_LR_INVERSE_TIME_DECAY);
-        rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
-             need_key(c, Pc, "decay_steps") || need_key(c, Pc, "decay_rate") ||
-             get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
-             get_number(c, Pc, "decay_steps", &lr->decay_steps, 0) ||
-             get_number(c, Pc, "decay_rate", &lr->decay_rate, 0) ||
-             get_bool(c, Pc, "staircase", &lr->staircase);
-    } else if (!strcmp(name, "PolynomialDecay")) {
-        static const char *const keys[] = {"initial_learning_rate", "decay_steps",
-                                           "end_learning_rate", "power", "cycle", "name", NULL};
-        adadelta__lr_set_kind(lr, ADADELTA_LR_POLYNOMIAL_DECAY);
-        rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
-             need_key(c, Pc, "decay_steps") ||
-             get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
-             get_number(c, Pc, "decay_steps", &lr->decay_steps, 0) ||
-             get_number(c, Pc, "end_learning_rate", &lr->end_learning_rate, 0) ||
-             get_number(c, Pc, "power", &lr->power, 0) || get_bool(c, Pc, "cycle", &lr->cycle);
-    } else if (!strcmp(name, "PiecewiseConstantDecay")) {
-        static const char *const keys[] = {"boundaries", "values", "name", NULL};
-        adadelta__lr_set_kind(lr, ADADELTA_LR_PIECEWISE_CONSTANT_DECAY);
-        if (only_keys(c, Pc, keys))
-            return ADADELTA_EINVAL;
-        json_t *b = json_object_get(c, "boundaries"), *vals = json_object_get(c, "values");
-        if (!json_is_array(b) || !json_is_array(vals))
-            return adadelta__fail(ADADELTA_EINVAL,
-                                  "config: learning_rate.config.boundaries and values must "
-                                  "be arrays");
-        size_t nb = json_array_size(b), nv = json_array_size(vals);
-        if (nv != nb + 1)
-            return adadelta__fail(ADADELTA_EINVAL,
-                                  "config: learning_rate.config.values has %zu entries, "
-                                  "boundaries has %zu: values needs one more",
-                                  nv, nb);
-        if (nb > ADADELTA_MAX_PIECES)
-            return adadelta__fail(ADADELTA_EINVAL,
-                                  "config: learning_rate.config.boundaries has %zu "
-                                  "entries, at most %d",
-                                  nb, ADADELTA_MAX_PIECES);
-        lr->n_boundaries = (int)nb;
-        for (size_t i = 0; i < nv; i++) {
-            json_t *x = json_array_get(vals, i), *y = i < nb ? json_array_get(b, i) : NULL;
-            if (!json_is_number(x) || (i < nb && !json_is_number(y)))
-                return adadelta__fail(ADADELTA_EINVAL,
-                                      "config: learning_rate.config.boundaries/values "
-                                      "must hold numbers");
-            lr->values[i] = json_number_value(x);
-            if (i < nb)
-                lr->boundaries[i] = json_number_value(y);
-        }
-    } else if (!strcmp(name, "CosineDecay")) {
-        static const char *const keys[] = {"initial_learning_rate", "decay_steps", "alpha",
-                                           "warmup_target", "warmup_steps", "name", NULL};
-        adadelta__lr_set_kind(lr, ADADELTA_LR_COSINE_DECAY);
-        rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
-             need_key(c, Pc, "decay_steps") ||
-             get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
-             get_number(c, Pc, "decay_steps", &lr->decay_steps, 0) ||
-             get_number(c, Pc, "alpha", &lr->alpha, 0) ||
-             get_number(c, Pc, "warmup_target", &lr->warmup_target, 1) ||
-             get_number(c, Pc, "warmup_steps", &lr->warmup_steps, 0);
-    } else if (!strcmp(name, "CosineDecayRestarts")) {
-        static const char *const keys[] = {"initial_learning_rate", "first_decay_steps", "t_mul",
-                                           "m_mul", "alpha", "name", NULL};
-        adadelta__lr_set_kind(lr, ADADELTA_LR_COSINE_DECAY_RESTARTS);
-        rc = only_keys(c, Pc, keys) || need_key(c, Pc, "initial_learning_rate") ||
-             need_key(c, Pc, "first_decay_steps") ||
-             get_number(c, Pc, "initial_learning_rate", &lr->initial_learning_rate, 0) ||
-             get_number(c, Pc, "first_decay_steps", &lr->decay_steps, 0) ||
-             get_number(c, Pc, "t_mul", &lr->t_mul, 0) ||
-             get_number(c, Pc, "m_mul", &lr->m_mul, 0) ||
-             get_number(c, Pc, "alpha", &lr->alpha, 0);
-    } else {
-        return adadelta__fail(ADADELTA_EINVAL,
-                              "config: learning_rate.class_name '%s' is not a Keras "
-                              "schedule",
-                              name);
-    }
-    /* the schedule's own name; absent or null keeps the class default */
-    if (!rc)
-        rc = get_string(c, Pc, "name", lr->name, sizeof lr->name);
-    return rc ? ADADELTA_EINVAL : ADADELTA_OK;
 }
 
 static const char *const adadelta_keys[] = {
@@ -388,11 +223,11 @@ static int adadelta_from_json(json_t *o, const char *P, adadelta_config *cfg, in
     if (!json_is_object(o))
         return adadelta__fail(ADADELTA_EINVAL, "config: %s must be a JSON object",
                               *P ? P : "the top level");
-    if (only_keys(o, P, adadelta_keys))
+    if (adadelta__json_only_keys(o, P, adadelta_keys))
         return ADADELTA_EINVAL;
     json_t *lr = json_object_get(o, "learning_rate");
     if (lr && json_is_object(lr)) {
-        if (schedule_from_json(lr, &cfg->learning_rate))
+        if (adadelta__schedule_from_json(lr, &cfg->learning_rate))
             return ADADELTA_EINVAL;
     } else if (lr && !(saved && json_is_null(lr))) {
         if (!json_is_number(lr))
@@ -401,17 +236,17 @@ static int adadelta_from_json(json_t *o, const char *P, adadelta_config *cfg, in
         adadelta_lr_constant(&cfg->learning_rate, json_number_value(lr));
     }
     /* "decay" is accepted and ignored, as Keras warns and ignores it. */
-    if (get_string(o, P, "name", cfg->name, sizeof cfg->name) ||
-        get_number(o, P, "weight_decay", &cfg->weight_decay, 1) ||
-        get_number(o, P, "clipnorm", &cfg->clipnorm, 1) ||
-        get_number(o, P, "global_clipnorm", &cfg->global_clipnorm, 1) ||
-        get_number(o, P, "clipvalue", &cfg->clipvalue, 1) ||
-        get_bool(o, P, "use_ema", &cfg->use_ema) ||
-        get_number(o, P, "ema_momentum", &cfg->ema_momentum, 0) ||
+    if (adadelta__json_string(o, P, "name", cfg->name, sizeof cfg->name) ||
+        adadelta__json_number(o, P, "weight_decay", &cfg->weight_decay, 1) ||
+        adadelta__json_number(o, P, "clipnorm", &cfg->clipnorm, 1) ||
+        adadelta__json_number(o, P, "global_clipnorm", &cfg->global_clipnorm, 1) ||
+        adadelta__json_number(o, P, "clipvalue", &cfg->clipvalue, 1) ||
+        adadelta__json_bool(o, P, "use_ema", &cfg->use_ema) ||
+        adadelta__json_number(o, P, "ema_momentum", &cfg->ema_momentum, 0) ||
         get_int(o, P, "ema_overwrite_frequency", &cfg->ema_overwrite_frequency, 1, 1) ||
-        get_number(o, P, "loss_scale_factor", &cfg->loss_scale_factor, 1) ||
+        adadelta__json_number(o, P, "loss_scale_factor", &cfg->loss_scale_factor, 1) ||
         get_int(o, P, "gradient_accumulation_steps", &cfg->gradient_accumulation_steps, 1, 0) ||
-        get_number(o, P, "rho", &cfg->rho, 0) || get_number(o, P, "epsilon", &cfg->epsilon, 0))
+        adadelta__json_number(o, P, "rho", &cfg->rho, 0) || adadelta__json_number(o, P, "epsilon", &cfg->epsilon, 0))
         return ADADELTA_EINVAL;
     return ADADELTA_OK;
 }
@@ -424,7 +259,7 @@ static int loss_scale_from_json(json_t *o, adadelta_config *cfg, int saved)
          * value but the default */
         "weight_decay", "clipnorm", "global_clipnorm", "clipvalue", "use_ema", "ema_momentum",
         "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps", NULL};
-    if (only_keys(o, "", keys))
+    if (adadelta__json_only_keys(o, "", keys))
         return ADADELTA_EINVAL;
     for (int i = 5; keys[i]; i++) {
         json_t *v = json_object_get(o, keys[i]);
@@ -447,7 +282,7 @@ static int loss_scale_from_json(json_t *o, adadelta_config *cfg, int saved)
         return adadelta__fail(ADADELTA_EINVAL, "config: inner_optimizer must be an object");
     static const char *const outer[] = {"module", "class_name", "config", "registered_name",
                                         NULL};
-    if (only_keys(inner, "inner_optimizer.", outer))
+    if (adadelta__json_only_keys(inner, "inner_optimizer.", outer))
         return ADADELTA_EINVAL;
     json_t *cls = json_object_get(inner, "class_name");
     if (!json_is_string(cls) || strcmp(json_string_value(cls), "Adadelta") != 0)
@@ -458,8 +293,8 @@ static int loss_scale_from_json(json_t *o, adadelta_config *cfg, int saved)
         return ADADELTA_EINVAL;
     cfg->dynamic_loss_scale = 1;
     cfg->loss_scale_factor = ADADELTA_UNSET;
-    if (get_string(o, "", "name", cfg->loss_scale_name, sizeof cfg->loss_scale_name) ||
-        get_number(o, "", "initial_scale", &cfg->initial_scale, 0) ||
+    if (adadelta__json_string(o, "", "name", cfg->loss_scale_name, sizeof cfg->loss_scale_name) ||
+        adadelta__json_number(o, "", "initial_scale", &cfg->initial_scale, 0) ||
         get_int(o, "", "dynamic_growth_steps", &cfg->dynamic_growth_steps, 0, 0))
         return ADADELTA_EINVAL;
     return ADADELTA_OK;

@@ -1,50 +1,193 @@
-/* dist.c - the shard bookkeeping a data-parallel layer needs (see
- * adadelta_dist.h); the split step itself is in optimizer.c. */
+/* dist.c - the data-parallel entry points (adadelta_private.h): the split
+ * step around the gradient reduction, the sharded state (ZeRO-1), and the
+ * table libadadelta_mpi reaches them through. */
 #include "internal.h"
-#include "adadelta_dist.h"
+#include "adadelta_private.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-int64_t adadelta_dist_total_elements(const adadelta *opt) { return opt->total_elements; }
+/* -------------------------------------------------------- split step */
 
-int adadelta_dist_num_shards(const adadelta *opt) { return opt->n_shards; }
-
-int64_t adadelta_dist_shard_offset(const adadelta *opt, int s)
+static int dist_begin(adadelta *opt, const float *const *grads, adadelta_dist_step *st)
 {
-    if (s >= opt->n_shards)
-        return opt->total_elements;
-    const adadelta_shard *sh = &opt->shards[s];
-    return opt->vars[sh->var].flat_offset + sh->begin;
+    int rc = adadelta__check_grads(opt, grads, "apply");
+    if (rc || (rc = adadelta__build(opt)))
+        return rc;
+    memset(st, 0, sizeof *st);
+    st->grads = grads;
+    st->finite_matters = opt->cfg.check_finite || opt->cfg.dynamic_loss_scale;
+    if (st->finite_matters) {
+        adadelta_call c;
+        memset(&c, 0, sizeof c);
+        c.grads = grads;
+        st->nonfinite = !adadelta__grads_finite(opt, &c);
+    }
+    st->update = !adadelta__is_accumulation_only(opt);
+    st->needs_norms = st->update && adadelta__needs_norms(&opt->cfg);
+    adadelta__set_divisor(opt, &st->p);
+    return ADADELTA_OK;
 }
 
-void adadelta_dist_partition(const adadelta *opt, int parts, int *bounds)
+typedef struct contribute_ctx {
+    const adadelta_dist_step *st;
+    adadelta_step_params p;
+    int s_lo, s_hi;
+    float *dst;
+} contribute_ctx;
+
+/* t = g / scale (+ acc): Keras's (g + acc) before the division by n. */
+static void shard_contribute(adadelta *opt, int s, void *vctx)
 {
-    int64_t total = opt->total_elements;
-    int s = 0;
-    bounds[0] = 0;
-    for (int r = 1; r <= parts; r++) {
-        int64_t target = (int64_t)((__int128)total * r / parts);
-        while (s < opt->n_shards && adadelta_dist_shard_offset(opt, s) < target)
-            s++;
-        bounds[r] = r == parts ? opt->n_shards : s;
+    contribute_ctx *c = vctx;
+    if (s < c->s_lo || s >= c->s_hi)
+        return;
+    const adadelta_shard *sh = &opt->shards[s];
+    const adadelta_var *var = &opt->vars[sh->var];
+    const float *g = c->st->grads[sh->var];
+    if (g)
+        adadelta_kernel_prepare(
+            &c->p, sh->end - sh->begin, g + sh->begin,
+            c->p.accumulate ? adadelta__slot_at(var, ADADELTA_SLOT_GRADIENT_ACCUMULATOR, sh->begin)
+                            : NULL,
+            c->dst + var->flat_offset + sh->begin);
+}
+
+static int first_shard(const adadelta *opt, int v)
+{
+    return v < opt->n_vars ? opt->vars[v].first_shard : opt->n_shards;
+}
+
+static void dist_contribute(adadelta *opt, const adadelta_dist_step *st, int v_lo, int v_hi,
+                            float *flat_dst)
+{
+    contribute_ctx c = {st, st->p, first_shard(opt, v_lo), first_shard(opt, v_hi), flat_dst};
+    c.p.accumulate = opt->cfg.gradient_accumulation_steps != 0;
+    c.p.steps = 1.0f;
+    adadelta__for_all_shards(opt, shard_contribute, &c);
+}
+
+/* The call that reads the reduced mean: (g + acc) / n was summed before
+ * the reduction, so only the division by n is left. */
+static void mean_call(adadelta *opt, const adadelta_dist_step *st, const float *mean,
+                      adadelta_call *c)
+{
+    memset(c, 0, sizeof *c);
+    for (int v = 0; v < opt->n_vars; v++)
+        opt->var_grads[v] = st->grads[v] ? mean + opt->vars[v].flat_offset : NULL;
+    c->grads = opt->var_grads;
+    int64_t n = opt->cfg.gradient_accumulation_steps;
+    if (n) {
+        c->p.divide = 1;
+        c->p.divisor = (float)n;
     }
 }
 
-int adadelta_dist_own_shards(adadelta *opt, int lo, int hi)
+static void dist_sum_squares(adadelta *opt, adadelta_dist_step *st, const float *mean)
+{
+    adadelta_call c;
+    mean_call(opt, st, mean, &c);
+    adadelta__sum_squares(opt, &c);
+    /* Zero elsewhere, so a sum over the processes is exact in any order. */
+    for (int s = 0; s < opt->own_lo; s++)
+        opt->partials[s] = 0.0;
+    for (int s = opt->own_hi; s < opt->n_shards; s++)
+        opt->partials[s] = 0.0;
+}
+
+static void shard_zero_accumulator(adadelta *opt, int s, void *vctx)
+{
+    (void)vctx;
+    const adadelta_shard *sh = &opt->shards[s];
+    memset(opt->vars[sh->var].slot[ADADELTA_SLOT_GRADIENT_ACCUMULATOR] + sh->begin, 0,
+           (size_t)(sh->end - sh->begin) * sizeof(float));
+}
+
+static int dist_finish(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
+                       const float *mean)
+{
+    if (opt->cfg.check_finite && any_nonfinite)
+        return adadelta__fail(ADADELTA_ENONFINITE,
+                              "apply: a gradient holds NaN or Inf (check_finite "
+                              "is on); nothing was changed");
+    opt->applied = 1;
+    if (opt->cfg.dynamic_loss_scale && any_nonfinite) {
+        adadelta__skip_nonfinite_call(opt);
+        return ADADELTA_OK;
+    }
+    adadelta_call c;
+    if (!st->update) {
+        memset(&c, 0, sizeof c);
+        c.grads = st->grads;
+        c.p = st->p;
+        adadelta__accumulate_call(opt, &c);
+        return ADADELTA_OK;
+    }
+    mean_call(opt, st, mean, &c);
+    if (opt->cfg.gradient_accumulation_steps)
+        adadelta__for_all_shards(opt, shard_zero_accumulator, NULL);
+    adadelta__set_update_params(opt, &c.p);
+    adadelta__update_call(opt, &c);
+    return ADADELTA_OK;
+}
+
+/* ------------------------------------------------------ sharded state */
+
+/* New, smaller blocks for the sharded slot kinds, holding the owned part
+ * of the current state (zeros, or what a load put there); swapped in only
+ * when all exist. range[2v], range[2v+1]: the owned elements of v. */
+static int shrink_slots(adadelta *opt, const int64_t *range)
+{
+    int n = opt->n_vars;
+    float *fresh[ADADELTA_N_SLOTS] = {NULL};
+    for (int k = 0; k < ADADELTA_N_SLOTS; k++) {
+        if (!adadelta__slots[k].sharded || !opt->slot_block[k])
+            continue;
+        int64_t total = 0;
+        for (int v = 0; v < n; v++)
+            total += (range[2 * v + 1] - range[2 * v] + 15) & ~(int64_t)15;
+        if (!(fresh[k] = adadelta__alloc_floats(total))) {
+            for (int j = 0; j < k; j++)
+                free(fresh[j]);
+            return adadelta__fail(ADADELTA_ENOMEM, "own_shards: out of memory");
+        }
+        int64_t at = 0;
+        for (int v = 0; v < n; v++) {
+            const adadelta_var *var = &opt->vars[v];
+            int64_t b = range[2 * v], e = range[2 * v + 1];
+            memcpy(fresh[k] + at, adadelta__slot_at(var, k, b), (size_t)(e - b) * sizeof(float));
+            at += (e - b + 15) & ~(int64_t)15;
+        }
+    }
+    for (int v = 0; v < n; v++) {
+        opt->vars[v].slot_begin = range[2 * v];
+        opt->vars[v].slot_end = range[2 * v + 1];
+    }
+    for (int k = 0; k < ADADELTA_N_SLOTS; k++) {
+        if (!fresh[k])
+            continue;
+        free(opt->slot_block[k]);
+        opt->slot_block[k] = fresh[k];
+        int64_t at = 0;
+        for (int v = 0; v < n; v++) {
+            opt->vars[v].slot[k] = fresh[k] + at;
+            at += (adadelta__slot_length(&opt->vars[v], k) + 15) & ~(int64_t)15;
+        }
+    }
+    return ADADELTA_OK;
+}
+
+static int dist_own_shards(adadelta *opt, int lo, int hi)
 {
     if (opt->applied || opt->partitioned)
-        return adadelta__fail(ADADELTA_ESTATE,
-                              "own_shards: only once, before the first apply");
+        return adadelta__fail(ADADELTA_ESTATE, "own_shards: only once, before the first apply");
     if (lo < 0 || hi < lo || hi > opt->n_shards)
         return adadelta__fail(ADADELTA_EINVAL, "own_shards: range [%d, %d) is outside [0, %d)",
                               lo, hi, opt->n_shards);
     int rc = adadelta__build(opt);
     if (rc)
         return rc;
-    /* The owned element range of each variable: [range[2v], range[2v+1]). */
-    int n = opt->n_vars;
-    int64_t *range = calloc((size_t)n * 2 + 2, sizeof *range);
+    int64_t *range = calloc((size_t)opt->n_vars * 2 + 2, sizeof *range);
     if (!range)
         return adadelta__fail(ADADELTA_ENOMEM, "own_shards: out of memory");
     for (int s = lo; s < hi; s++) {
@@ -53,55 +196,10 @@ int adadelta_dist_own_shards(adadelta *opt, int lo, int hi)
             range[2 * sh->var] = sh->begin;
         range[2 * sh->var + 1] = sh->end;
     }
-    /* New, smaller blocks for the sharded slots, holding the owned part of
-     * the current state (zeros, or what a load put there). Swapped in only
-     * when all exist. */
-    static const int sharded_slots[] = {ADADELTA_SLOT_ACCUMULATED_GRAD,
-                                        ADADELTA_SLOT_ACCUMULATED_DELTA_VAR,
-                                        ADADELTA_SLOT_EMA};
-    float *fresh[3] = {NULL, NULL, NULL};
-    for (int i = 0; i < 3; i++) {
-        int k = sharded_slots[i];
-        if (!opt->slot_block[k])
-            continue;
-        int64_t total = 0;
-        for (int v = 0; v < n; v++)
-            total += (range[2 * v + 1] - range[2 * v] + 15) & ~(int64_t)15;
-        if (!(fresh[i] = adadelta__alloc_floats(total))) {
-            for (int j = 0; j < i; j++)
-                free(fresh[j]);
-            free(range);
-            return adadelta__fail(ADADELTA_ENOMEM, "own_shards: out of memory");
-        }
-        int64_t at = 0;
-        for (int v = 0; v < n; v++) {
-            const adadelta_var *var = &opt->vars[v];
-            int64_t b = range[2 * v], e = range[2 * v + 1];
-            memcpy(fresh[i] + at, var->slot[k] + (b - var->slot_begin),
-                   (size_t)(e - b) * sizeof(float));
-            at += (e - b + 15) & ~(int64_t)15;
-        }
-    }
-    for (int i = 0; i < 3; i++) {
-        int k = sharded_slots[i];
-        if (!fresh[i])
-            continue;
-        free(opt->slot_block[k]);
-        opt->slot_block[k] = fresh[i];
-    }
-    for (int v = 0; v < n; v++) {
-        opt->vars[v].slot_begin = range[2 * v];
-        opt->vars[v].slot_end = range[2 * v + 1];
-    }
-    for (int i = 0; i < 3; i++) {
-        int k = sharded_slots[i];
-        int64_t at = 0;
-        for (int v = 0; v < n; v++) {
-            opt->vars[v].slot[k] = fresh[i] ? fresh[i] + at : NULL;
-            at += (adadelta__slot_length(&opt->vars[v], k) + 15) & ~(int64_t)15;
-        }
-    }
+    rc = shrink_slots(opt, range);
     free(range);
+    if (rc)
+        return rc;
     opt->own_lo = lo;
     opt->own_hi = hi;
     opt->partitioned = 1;
@@ -109,33 +207,45 @@ int adadelta_dist_own_shards(adadelta *opt, int lo, int hi)
     return ADADELTA_OK;
 }
 
-int adadelta_dist_slot_range(const adadelta *opt, int v, adadelta_slot_kind k,
-                             float **ptr, int64_t *begin, int64_t *end)
+/* ------------------------------------------------------ the table */
+
+static int64_t dist_total_elements(const adadelta *opt) { return opt->total_elements; }
+static int dist_num_shards(const adadelta *opt) { return opt->n_shards; }
+static double *dist_partials(adadelta *opt) { return opt->partials; }
+static int dist_vars_changed(const adadelta *opt) { return opt->vars_changed; }
+static void dist_set_wrapped(adadelta *opt, int on) { opt->wrapped = on != 0; }
+
+static int64_t dist_variable_offset(const adadelta *opt, int v)
 {
-    if (adadelta__build(opt))
-        return ADADELTA_ENOMEM;
-    if (v < 0 || v >= opt->n_vars || (int)k < 0 || (int)k >= ADADELTA_N_SLOTS ||
-        !opt->vars[v].slot[k])
-        return adadelta__fail(ADADELTA_ENOTFOUND, "slot_range: no slot %d of variable %d",
-                              (int)k, v);
-    const adadelta_var *var = &opt->vars[v];
-    *ptr = var->slot[k];
-    if (k == ADADELTA_SLOT_GRADIENT_ACCUMULATOR) {
-        *begin = 0;
-        *end = var->size;
-    } else {
-        *begin = var->slot_begin;
-        *end = var->slot_end;
-    }
-    return ADADELTA_OK;
+    return v < opt->n_vars ? opt->vars[v].flat_offset : opt->total_elements;
 }
 
-void adadelta_dist_set_counters(adadelta *opt, int64_t iterations, float dynamic_scale,
-                                int64_t step_counter)
-{
-    opt->iterations = iterations;
-    opt->dynamic_scale = dynamic_scale;
-    opt->step_counter = step_counter;
-}
+static const adadelta_private private_table = {
+    .version = ADADELTA_PRIVATE_VERSION,
+    .vfail = adadelta__vfail,
+    .total_elements = dist_total_elements,
+    .variable_offset = dist_variable_offset,
+    .num_shards = dist_num_shards,
+    .shard_offset = adadelta__shard_offset,
+    .partition = adadelta__partition,
+    .own_shards = dist_own_shards,
+    .set_wrapped = dist_set_wrapped,
+    .parallel_blocks = adadelta__parallel_blocks,
+    .begin = dist_begin,
+    .contribute = dist_contribute,
+    .sum_squares = dist_sum_squares,
+    .partials = dist_partials,
+    .finish = dist_finish,
+    .vars_changed = dist_vars_changed,
+    .finalize = adadelta__finalize,
+    .state_list = adadelta__state_list,
+    .state_free = adadelta__state_list_free,
+    .state_check = adadelta__state_check,
+    .state_import = adadelta__state_import,
+    .state_write = adadelta__state_write,
+};
 
-int adadelta_dist_vars_changed(const adadelta *opt) { return opt->vars_changed; }
+const void *adadelta_private_interface(int version)
+{
+    return version == ADADELTA_PRIVATE_VERSION ? &private_table : NULL;
+}

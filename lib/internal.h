@@ -1,15 +1,14 @@
-/* internal.h - the optimizer's layout and the helpers shared inside lib/.
- * Not installed. */
+/* internal.h - the optimizer's layout and the helpers shared inside lib/,
+ * grouped by the file that defines them. Not installed. */
 #ifndef ADADELTA_INTERNAL_H
 #define ADADELTA_INTERNAL_H
 
 #include "adadelta.h"
 #include "kernels/kernel.h"
+#include "state_tensors.h"
 
 #include <regex.h>
 #include <stdarg.h>
-
-#define ADADELTA_N_SLOTS 4
 
 /* Work is cut into shards of at most this many elements; a shard never
  * crosses a variable. Reductions are summed per shard and then over shards in
@@ -18,16 +17,18 @@
 
 typedef struct adadelta_var {
     char *name;
+    adadelta_dtype dtype;
     int ndim;
     int64_t shape[ADADELTA_MAX_DIMS];
     int64_t size;
     int64_t flat_offset;  /* first element in the concatenation of all vars */
+    int first_shard;      /* index of its first shard */
     float *data;
     int owns_data;        /* created from a state file */
     /* Slots cover elements [slot_begin, slot_end) of the variable: all of
-     * it, except in a sharded optimizer (the MPI layer's ZeRO-1 mode). The
-     * gradient accumulator always covers the whole variable. They point
-     * into the optimizer's slot blocks, NULL until it is built. */
+     * it, except in a sharded optimizer (the MPI layer's ZeRO-1 mode) for
+     * the slot kinds the table marks as sharded. They point into the
+     * optimizer's slot blocks, NULL until it is built. */
     float *slot[ADADELTA_N_SLOTS];
     int64_t slot_begin, slot_end;
     int excluded_by_index;
@@ -44,10 +45,12 @@ struct adadelta {
     int n_vars, cap_vars;
     adadelta_var *vars;
     int64_t total_elements;
+    /* Variables by name (open addressing over indices + 1, 0 = empty). */
+    int *name_index;
+    int name_index_cap;
     /* Per-variable scratch, sized with vars so apply never allocates. */
     float *var_clip_b;          /* clipnorm denominators */
     const float **var_grads;    /* gradient pointers of a reduced call */
-    unsigned char *var_present; /* which variables had a gradient */
 
     int n_shards, cap_shards;
     adadelta_shard *shards;
@@ -70,40 +73,135 @@ struct adadelta {
     int64_t iterations;
     float dynamic_scale;
     int64_t step_counter;
-    int applied;         /* at least one apply: no more variables */
+    int applied;         /* at least one apply: no more exclusions */
     int vars_changed;    /* last call changed the variables */
+    int wrapped;         /* driven by a data-parallel layer: direct calls
+                            that would desynchronise the processes refuse */
 
     int has_exclude_regex;
     regex_t exclude_regex;
 };
 
-/* status.c */
+/* ------------------------------------------------------------ status.c */
 int adadelta__fail(int status, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+int adadelta__vfail(int status, const char *fmt, va_list ap);
 void adadelta__clear_error(void);
 
-/* config.c */
+/* ------------------------------------------------------------- slots.c */
+/* The slot kinds, in Keras's order (the order of a saved state). */
+typedef struct adadelta_slot_info {
+    const char *dir;  /* "optimizer/<dir>/<variable>" in a saved state */
+    int sharded;      /* split over the processes of a sharded optimizer */
+} adadelta_slot_info;
+extern const adadelta_slot_info adadelta__slots[ADADELTA_N_SLOTS];
+/* 1 if the config has slot kind k. */
+int adadelta__slot_needed(const adadelta_config *cfg, int k);
+/* Elements of slot k that variable v holds here (its own range when the
+ * kind is sharded). */
+int64_t adadelta__slot_length(const adadelta_var *var, int k);
+/* First element of the variable held by slot k (0 unless sharded). */
+int64_t adadelta__slot_first(const adadelta_var *var, int k);
+/* Slot k of var at element `elem` of the variable, or NULL without it. */
+float *adadelta__slot_at(const adadelta_var *var, int k, int64_t elem);
+/* Bytes of one element of a variable dtype; 0 if not a variable dtype. */
+size_t adadelta__dtype_size(adadelta_dtype d);
+
+/* ------------------------------------------------------------ config.c */
+/* Checks that fail with "config: <what> = <x> ..." (ADADELTA_EINVAL). */
+int adadelta__need_finite(const char *what, double x);
+int adadelta__need_range(const char *what, double x, double lo, double hi);
+int adadelta__need_positive(const char *what, double x);
+int adadelta__optional_finite(const char *what, double x); /* NaN = unset */
+
+/* ------------------------------------------------------------ schedule.c */
 int adadelta__validate_lr(const adadelta_learning_rate *lr);
-/* Sets the kind and Keras's default name of that schedule class. */
-void adadelta__lr_set_kind(adadelta_learning_rate *lr, adadelta_lr_kind kind);
+/* The schedule table's JSON, both ways (config_json.c calls them). */
+struct json_t;
+struct json_t *adadelta__schedule_to_json(const adadelta_learning_rate *lr);
+int adadelta__schedule_from_json(struct json_t *v, adadelta_learning_rate *lr);
 
-/* config_json.c: a saved state's config, where a callback learning rate was
- * written as null (it then reads as the default constant). */
+/* ------------------------------------------------------------ config_json.c */
+/* A saved state's config, where a callback learning rate was written as null
+ * (it then reads as the default constant). */
 int adadelta__config_from_saved_json(adadelta_config *cfg, const char *json);
+/* Typed getters of a JSON object: each returns 0 when the key is absent
+ * (the default stays) and fails with "config: <prefix><key> ..." when its
+ * type is wrong. */
+int adadelta__json_number(struct json_t *o, const char *prefix, const char *key, double *out,
+                          int nullable);
+int adadelta__json_bool(struct json_t *o, const char *prefix, const char *key, int *out);
+int adadelta__json_string(struct json_t *o, const char *prefix, const char *key, char *out,
+                          size_t cap);
+int adadelta__json_only_keys(struct json_t *o, const char *prefix, const char *const *allowed);
+int adadelta__json_need_key(struct json_t *o, const char *prefix, const char *key);
+/* A step count: an integer when integral (Keras writes ints). */
+struct json_t *adadelta__json_steps(double x);
 
-/* optimizer.c */
+/* ------------------------------------------------------------ optimizer.c */
 float *adadelta__alloc_floats(int64_t n); /* zeroed, 64-byte aligned */
 /* Allocates the slot blocks (once); logically const, so it may be called
  * from const entry points. */
 int adadelta__build(const adadelta *opt);
-/* Elements of slot k of variable v (its own range when sharded). */
-int64_t adadelta__slot_length(const adadelta_var *var, int k);
 int adadelta__sharded(const adadelta *opt);
-int adadelta__ensure_thread_bounds(adadelta *opt);
-float adadelta__learning_rate_now(const adadelta *opt);
-int adadelta__slot_present(const adadelta *opt, adadelta_slot_kind k);
+/* ESTATE naming `who` when a data-parallel layer drives opt. */
+int adadelta__refuse_wrapped(const adadelta *opt, const char *who);
 
-/* crc32c.c */
-uint32_t adadelta__crc32c(uint32_t crc, const void *data, size_t n);
+/* ------------------------------------------------------------ variables.c */
+const adadelta_var *adadelta__var_at(const adadelta *opt, int index);
+int adadelta__index_of(const adadelta *opt, const char *name);
+/* Grows the per-variable and per-shard arrays; nothing else changes. */
+int adadelta__reserve(adadelta *opt, int n_vars, int n_shards);
+
+/* ------------------------------------------------------------ shard.c */
+typedef void (*adadelta_shard_fn)(adadelta *opt, int s, void *ctx);
+/* fn on every shard this process updates, on the thread team: thread t
+ * always gets the same shards (first-touch friendly). */
+void adadelta__for_each_shard(adadelta *opt, adadelta_shard_fn fn, void *ctx);
+/* The same over every shard (gradient accumulators are never sharded). */
+void adadelta__for_all_shards(adadelta *opt, adadelta_shard_fn fn, void *ctx);
+/* fn(lo, hi, ctx) over [0, n) cut into blocks of `block`, on the team. */
+void adadelta__parallel_blocks(const adadelta *opt, int64_t n, int64_t block,
+                               void (*fn)(int64_t lo, int64_t hi, void *ctx), void *ctx);
+/* Appends the shards of a new variable v of `size` elements. */
+void adadelta__add_shards(adadelta *opt, int v, int64_t size);
+int64_t adadelta__shard_offset(const adadelta *opt, int s);
+void adadelta__partition(const adadelta *opt, int parts, int *bounds);
+
+/* ------------------------------------------------------------ step_params.c */
+float adadelta__learning_rate_now(const adadelta *opt);
+/* The divisor of a loss scale (LossScaleOptimizer or loss_scale_factor). */
+void adadelta__set_divisor(const adadelta *opt, adadelta_step_params *p);
+/* rho, epsilon, lr, weight decay of an update call. */
+void adadelta__set_update_params(const adadelta *opt, adadelta_step_params *p);
+/* EMA constants of this call (Keras's public iteration count). */
+void adadelta__set_ema_params(const adadelta *opt, adadelta_step_params *p);
+/* Clip constants from the per-shard sums of squares in opt->partials. */
+void adadelta__set_clip_params(adadelta *opt, adadelta_step_params *p);
+int adadelta__needs_norms(const adadelta_config *cfg);
+int adadelta__is_accumulation_only(const adadelta *opt);
+/* LossScaleOptimizer bookkeeping after a finite call / a skipped one. */
+void adadelta__count_finite_call(adadelta *opt);
+void adadelta__skip_nonfinite_call(adadelta *opt);
+
+/* ------------------------------------------------------------ apply.c */
+/* What one call does, shared by the shard loops. */
+typedef struct adadelta_call {
+    const float *const *grads; /* per variable; NULL = no gradient */
+    adadelta_step_params p;
+} adadelta_call;
+/* Checks the arguments of an apply-like call; ENOGRAD when no gradient. */
+int adadelta__check_grads(const adadelta *opt, const float *const *grads, const char *who);
+/* 1 if every present gradient is finite. */
+int adadelta__grads_finite(adadelta *opt, adadelta_call *c);
+/* An accumulation-only call: acc += g / scale, EMA, counters. */
+void adadelta__accumulate_call(adadelta *opt, adadelta_call *c);
+/* The norm partials of the call's gradients over the owned shards. */
+void adadelta__sum_squares(adadelta *opt, adadelta_call *c);
+/* Clip constants (norms in opt->partials), the step over the owned shards,
+ * EMA and counters. */
+void adadelta__update_call(adadelta *opt, adadelta_call *c);
+/* finalize_variable_values without the wrapped check. */
+int adadelta__finalize(adadelta *opt);
 
 #endif

@@ -5,11 +5,11 @@
  * count, and the tensors tile the data section exactly (in range, no
  * overlap, no gap). */
 #include "safetensors.h"
-#include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,12 +18,33 @@
 
 #define MAX_HEADER (100u << 20) /* as the reference implementation */
 
-size_t adadelta_st_dtype_size(adadelta_st_dtype d)
-{
-    return d == ADADELTA_ST_F32 ? 4 : 8;
-}
 
-static const char *dtype_names[] = {"F32", "F64", "I64"};
+static const struct {
+    const char *name;
+    size_t size;
+} dtypes[] = {
+    [ADADELTA_ST_F32] = {"F32", 4},
+    [ADADELTA_ST_F64] = {"F64", 8},
+    [ADADELTA_ST_I64] = {"I64", 8},
+};
+#define N_DTYPES ((int)(sizeof dtypes / sizeof dtypes[0]))
+
+size_t adadelta_st_dtype_size(adadelta_st_dtype d) { return dtypes[d].size; }
+const char *adadelta_st_dtype_name(adadelta_st_dtype d) { return dtypes[d].name; }
+
+static _Thread_local char st_error[1024];
+
+const char *adadelta_st_error(void) { return st_error; }
+
+static int st_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int st_fail(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(st_error, sizeof st_error, fmt, ap);
+    va_end(ap);
+    return status;
+}
 
 void adadelta_st_free(adadelta_st_file *f)
 {
@@ -51,7 +72,7 @@ static int bad(const char *label, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    return adadelta__fail(ADADELTA_EFORMAT, "%s: %s", label, what);
+    return st_fail(ADADELTA_EFORMAT, "%s: %s", label, what);
 }
 
 static int parse_tensor(const char *label, const char *name, json_t *desc,
@@ -68,10 +89,10 @@ static int parse_tensor(const char *label, const char *name, json_t *desc,
         return bad(label, "tensor '%s': needs dtype (string), shape and data_offsets (arrays)",
                    name);
     int d;
-    for (d = 0; d < 3; d++)
-        if (strcmp(json_string_value(dtype), dtype_names[d]) == 0)
+    for (d = 0; d < N_DTYPES; d++)
+        if (dtypes[d].name && strcmp(json_string_value(dtype), dtypes[d].name) == 0)
             break;
-    if (d == 3)
+    if (d == N_DTYPES)
         return bad(label, "tensor '%s': dtype '%s' is not supported (F32, F64, I64)", name,
                    json_string_value(dtype));
     t->dtype = (adadelta_st_dtype)d;
@@ -118,7 +139,7 @@ static int parse_metadata(const char *label, json_t *meta, adadelta_st_file *f)
     f->meta_keys = calloc(n + 1, sizeof(char *));
     f->meta_values = calloc(n + 1, sizeof(char *));
     if (!f->meta_keys || !f->meta_values)
-        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+        return st_fail(ADADELTA_ENOMEM, "%s: out of memory", label);
     const char *key;
     json_t *value;
     json_object_foreach(meta, key, value)
@@ -129,7 +150,7 @@ static int parse_metadata(const char *label, json_t *meta, adadelta_st_file *f)
         f->meta_values[f->n_meta] = strdup(json_string_value(value));
         f->n_meta++;
         if (!f->meta_keys[f->n_meta - 1] || !f->meta_values[f->n_meta - 1])
-            return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+            return st_fail(ADADELTA_ENOMEM, "%s: out of memory", label);
     }
     return ADADELTA_OK;
 }
@@ -155,7 +176,7 @@ static int parse_header(const char *label, json_t *root, adadelta_st_file *f)
     order_entry *order = calloc(n + 1, sizeof *order);
     if (!f->t || !order) {
         free(order);
-        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+        return st_fail(ADADELTA_ENOMEM, "%s: out of memory", label);
     }
     int rc = ADADELTA_OK;
     const char *key;
@@ -172,7 +193,7 @@ static int parse_header(const char *label, json_t *root, adadelta_st_file *f)
         if ((rc = parse_tensor(label, key, value, data_size, t, &begin)))
             break;
         if (!(t->name = strdup(key))) {
-            rc = adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+            rc = st_fail(ADADELTA_ENOMEM, "%s: out of memory", label);
             break;
         }
         t->data = f->buf + f->data_start + begin;
@@ -201,7 +222,7 @@ static int parse_header(const char *label, json_t *root, adadelta_st_file *f)
     if (!rc) {
         adadelta_st_tensor *sorted = calloc((size_t)f->n + 1, sizeof *sorted);
         if (!sorted) {
-            rc = adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+            rc = st_fail(ADADELTA_ENOMEM, "%s: out of memory", label);
         } else {
             for (int i = 0; i < f->n; i++)
                 sorted[i] = f->t[order[i].index];
@@ -221,7 +242,7 @@ static int parse_owned(unsigned char *buf, size_t size, const char *label,
     adadelta_st_file *f = calloc(1, sizeof *f);
     if (!f) {
         free(buf);
-        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+        return st_fail(ADADELTA_ENOMEM, "%s: out of memory", label);
     }
     f->buf = buf;
     f->size = size;
@@ -261,7 +282,7 @@ int adadelta_st_parse(const void *buf, size_t size, const char *label,
 {
     unsigned char *copy = malloc(size ? size : 1);
     if (!copy)
-        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+        return st_fail(ADADELTA_ENOMEM, "%s: out of memory", label);
     memcpy(copy, buf, size);
     return parse_owned(copy, size, label, out);
 }
@@ -271,24 +292,24 @@ int adadelta_st_read(const char *path, adadelta_st_file **out)
     *out = NULL;
     FILE *fp = fopen(path, "rb");
     if (!fp)
-        return adadelta__fail(ADADELTA_EIO, "%s: cannot open: %s", path, strerror(errno));
+        return st_fail(ADADELTA_EIO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
         fclose(fp);
-        return adadelta__fail(ADADELTA_EIO, "%s: not a regular file", path);
+        return st_fail(ADADELTA_EIO, "%s: not a regular file", path);
     }
     size_t size = (size_t)st.st_size;
     unsigned char *buf = malloc(size ? size : 1);
     if (!buf) {
         fclose(fp);
-        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory (%zu bytes)", path, size);
+        return st_fail(ADADELTA_ENOMEM, "%s: out of memory (%zu bytes)", path, size);
     }
     size_t got = fread(buf, 1, size, fp);
     int read_error = ferror(fp);
     fclose(fp);
     if (read_error || got != size) {
         free(buf);
-        return adadelta__fail(ADADELTA_EIO, "%s: read error", path);
+        return st_fail(ADADELTA_EIO, "%s: read error", path);
     }
     return parse_owned(buf, size, path, out);
 }
@@ -313,6 +334,14 @@ void adadelta_st_copy_f32(const adadelta_st_tensor *t, float *dst)
 {
     if (t->nbytes)
         memcpy(dst, t->data, t->nbytes);
+}
+
+void adadelta_st_read_data(const adadelta_st_file *f, const adadelta_st_tensor *t,
+                           size_t offset, size_t n, void *dst)
+{
+    (void)f;
+    if (n)
+        memcpy(dst, t->data + offset, n);
 }
 
 /* ------------------------------------------------------------- writer */
@@ -343,7 +372,7 @@ static char *build_header(const adadelta_st_out *t, int n, const char *const *me
         for (int d = 0; d < t[i].ndim; d++)
             json_array_append_new(shape, json_integer(t[i].shape[d]));
         size_t nb = out_bytes(&t[i]);
-        json_object_set_new(desc, "dtype", json_string(dtype_names[t[i].dtype]));
+        json_object_set_new(desc, "dtype", json_string(dtypes[t[i].dtype].name));
         json_object_set_new(desc, "shape", shape);
         json_object_set_new(desc, "data_offsets",
                             json_pack("[I, I]", (json_int_t)at, (json_int_t)(at + nb)));
@@ -391,7 +420,7 @@ int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
     }
     char *header = build_header(t, n, meta_kv, n_meta, with_checksum ? checksum : NULL);
     if (!header)
-        return adadelta__fail(ADADELTA_EINVAL,
+        return st_fail(ADADELTA_EINVAL,
                               "%s: cannot build the header (out of memory, or tensor "
                               "names that are not unique UTF-8)",
                               path);
@@ -402,7 +431,7 @@ int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
     char *tmp = malloc(plen + 16);
     if (!tmp) {
         free(header);
-        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", path);
+        return st_fail(ADADELTA_ENOMEM, "%s: out of memory", path);
     }
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp.XXXXXX", 12);
@@ -411,7 +440,7 @@ int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
         int e = errno;
         free(header);
         free(tmp);
-        return adadelta__fail(ADADELTA_EIO, "%s: cannot create a temporary file: %s", path,
+        return st_fail(ADADELTA_EIO, "%s: cannot create a temporary file: %s", path,
                               strerror(e));
     }
     fchmod(fd, 0644);
@@ -439,7 +468,7 @@ int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
             e = errno;
         unlink(tmp);
         free(tmp);
-        return adadelta__fail(ADADELTA_EIO, "%s: write failed: %s", path, strerror(e));
+        return st_fail(ADADELTA_EIO, "%s: write failed: %s", path, strerror(e));
     }
     free(tmp);
     sync_parent_dir(path);

@@ -1,6 +1,8 @@
 /* safetensors.h - a strict reader and an atomic writer of safetensors files
  * (8-byte little-endian header length, JSON header, raw little-endian data).
- * Internal to the project (lib/ and tools/), exported for the tools. */
+ * Internal to the project: compiled into libadadelta (hidden) and into the
+ * convenience library libsafetensors.la that the tools and tests link. It
+ * keeps its own last-error message (adadelta_st_error), so it works alone. */
 #ifndef ADADELTA_SAFETENSORS_H
 #define ADADELTA_SAFETENSORS_H
 
@@ -28,6 +30,16 @@ typedef struct adadelta_st_file {
     char **meta_keys, **meta_values;
 } adadelta_st_file;
 
+/* CRC-32C of n bytes after a previous crc (start with 0); the CRC of A || B
+ * from crc(A), crc(B) and len(B). crc32c.c. */
+uint32_t adadelta__crc32c(uint32_t crc, const void *data, size_t n);
+uint32_t adadelta__crc32c_combine(uint32_t crc1, uint32_t crc2, uint64_t len2);
+/* The table-driven CRC alone (what CPUs without SSE4.2 run; for tests). */
+uint32_t adadelta__crc32c_portable(uint32_t crc, const void *data, size_t n);
+
+/* Message of the last failed adadelta_st_* call in this thread. */
+const char *adadelta_st_error(void);
+
 /* Reads and checks a whole file. ADADELTA_EIO if it cannot be read,
  * ADADELTA_EFORMAT with "<path>: <what is wrong>" otherwise. */
 int adadelta_st_read(const char *path, adadelta_st_file **out);
@@ -39,7 +51,12 @@ const adadelta_st_tensor *adadelta_st_find(const adadelta_st_file *f, const char
 const char *adadelta_st_meta(const adadelta_st_file *f, const char *key);
 /* Copies a tensor's data out as float32 (F32 only). */
 void adadelta_st_copy_f32(const adadelta_st_tensor *t, float *dst);
+/* Copies bytes [offset, offset + n) of a tensor's data to dst. */
+void adadelta_st_read_data(const adadelta_st_file *f, const adadelta_st_tensor *t,
+                           size_t offset, size_t n, void *dst);
+/* Bytes per element; "F32", ... */
 size_t adadelta_st_dtype_size(adadelta_st_dtype d);
+const char *adadelta_st_dtype_name(adadelta_st_dtype d);
 
 /* One tensor to write. */
 typedef struct adadelta_st_out {

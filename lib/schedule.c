@@ -1,10 +1,19 @@
-/* schedule.c - Keras's six learning-rate schedules, in float32 as Keras's
- * ops compute them (keras/src/optimizers/schedules/learning_rate_schedule.py).
- * Hyperparameters are cast to float32 where Keras casts them; "1 - alpha" of
- * CosineDecay is a Python (double) subtraction there. */
+/* schedule.c - Keras's learning-rate schedules as one table: per schedule
+ * class its Keras class name, default name, config keys (with their JSON
+ * type and validation) and its evaluation in float32 as Keras's ops compute
+ * it (keras/src/optimizers/schedules/learning_rate_schedule.py). A new
+ * schedule is one entry here (plus its enum value and helper in
+ * adadelta.h). Hyperparameters are cast to float32 where Keras casts them;
+ * "1 - alpha" of CosineDecay is a Python (double) subtraction there. */
 #include "internal.h"
 
+#include <jansson.h>
 #include <math.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ evaluation */
 
 static float exponential(const adadelta_learning_rate *lr, float step)
 {
@@ -37,8 +46,9 @@ static float polynomial(const adadelta_learning_rate *lr, float step)
     return (initial - end) * powf(1.0f - p, (float)lr->power) + end;
 }
 
-static float piecewise(const adadelta_learning_rate *lr, int64_t step)
+static float piecewise(const adadelta_learning_rate *lr, float step_f32, int64_t step)
 {
+    (void)step_f32;
     int n = lr->n_boundaries;
     double s = (double)step;
     for (int i = 0; i < n; i++)
@@ -48,8 +58,8 @@ static float piecewise(const adadelta_learning_rate *lr, int64_t step)
 }
 
 /* CosineDecay's _decay_function. */
-static float cosine_part(const adadelta_learning_rate *lr, float step,
-                         float decay_steps, float from)
+static float cosine_part(const adadelta_learning_rate *lr, float step, float decay_steps,
+                         float from)
 {
     float fraction = step / decay_steps;
     float cosine = 0.5f * (1.0f + cosf((float)M_PI * fraction));
@@ -93,29 +103,467 @@ static float cosine_restarts(const adadelta_learning_rate *lr, float step)
     return (float)lr->initial_learning_rate * decayed;
 }
 
+/* ------------------------------------------------------------ the table */
+
+/* A config key: its JSON form and its check. */
+typedef enum { REAL, STEPS, BOOL, OPTIONAL_REAL, NAME, PIECES } key_type;
+typedef enum { ANY, FINITE, POSITIVE, NONNEGATIVE, OPTIONAL_FINITE } key_check;
+
+typedef struct schedule_key {
+    const char *key;
+    size_t offset; /* of its double (or int for BOOL) in adadelta_learning_rate */
+    key_type type;
+    key_check check;
+    int required; /* in a JSON config */
+} schedule_key;
+
+#define MAX_KEYS 8
+
+typedef struct schedule_class {
+    adadelta_lr_kind kind;
+    const char *class_name;   /* get_config's class_name */
+    const char *default_name; /* the class's default `name` */
+    schedule_key keys[MAX_KEYS]; /* in Keras's get_config order; ends at NULL */
+    /* float32 step and the raw integer step */
+    float (*evaluate)(const adadelta_learning_rate *lr, float step, int64_t raw_step);
+} schedule_class;
+
+#define F(field) offsetof(adadelta_learning_rate, field)
+#define INITIAL {"initial_learning_rate", F(initial_learning_rate), REAL, FINITE, 1}
+
+static float eval_exponential(const adadelta_learning_rate *lr, float s, int64_t r)
+{
+    (void)r;
+    return exponential(lr, s);
+}
+static float eval_inverse_time(const adadelta_learning_rate *lr, float s, int64_t r)
+{
+    (void)r;
+    return inverse_time(lr, s);
+}
+static float eval_polynomial(const adadelta_learning_rate *lr, float s, int64_t r)
+{
+    (void)r;
+    return polynomial(lr, s);
+}
+static float eval_cosine(const adadelta_learning_rate *lr, float s, int64_t r)
+{
+    (void)r;
+    return cosine(lr, s);
+}
+static float eval_cosine_restarts(const adadelta_learning_rate *lr, float s, int64_t r)
+{
+    (void)r;
+    return cosine_restarts(lr, s);
+}
+
+static const schedule_class classes[] = {
+    {ADADELTA_LR_EXPONENTIAL_DECAY, "ExponentialDecay", "ExponentialDecay",
+     {INITIAL,
+      {"decay_steps", F(decay_steps), STEPS, POSITIVE, 1},
+      {"decay_rate", F(decay_rate), REAL, FINITE, 1},
+      {"staircase", F(staircase), BOOL, ANY, 0},
+      {"name", 0, NAME, ANY, 0}},
+     eval_exponential},
+    {ADADELTA_LR_INVERSE_TIME_DECAY, "InverseTimeDecay", "InverseTimeDecay",
+     {INITIAL,
+      {"decay_steps", F(decay_steps), STEPS, POSITIVE, 1},
+      {"decay_rate", F(decay_rate), REAL, FINITE, 1},
+      {"staircase", F(staircase), BOOL, ANY, 0},
+      {"name", 0, NAME, ANY, 0}},
+     eval_inverse_time},
+    {ADADELTA_LR_POLYNOMIAL_DECAY, "PolynomialDecay", "PolynomialDecay",
+     {INITIAL,
+      {"decay_steps", F(decay_steps), STEPS, POSITIVE, 1},
+      {"end_learning_rate", F(end_learning_rate), REAL, FINITE, 0},
+      {"power", F(power), REAL, FINITE, 0},
+      {"cycle", F(cycle), BOOL, ANY, 0},
+      {"name", 0, NAME, ANY, 0}},
+     eval_polynomial},
+    {ADADELTA_LR_PIECEWISE_CONSTANT_DECAY, "PiecewiseConstantDecay", "PiecewiseConstant",
+     {{"boundaries", 0, PIECES, ANY, 1}, {"name", 0, NAME, ANY, 0}},
+     piecewise},
+    {ADADELTA_LR_COSINE_DECAY, "CosineDecay", "CosineDecay",
+     {INITIAL,
+      {"decay_steps", F(decay_steps), STEPS, POSITIVE, 1},
+      {"alpha", F(alpha), REAL, FINITE, 0},
+      {"name", 0, NAME, ANY, 0},
+      {"warmup_target", F(warmup_target), OPTIONAL_REAL, OPTIONAL_FINITE, 0},
+      {"warmup_steps", F(warmup_steps), STEPS, NONNEGATIVE, 0}},
+     eval_cosine},
+    {ADADELTA_LR_COSINE_DECAY_RESTARTS, "CosineDecayRestarts", "SGDRDecay",
+     {INITIAL,
+      {"first_decay_steps", F(decay_steps), STEPS, POSITIVE, 1},
+      {"t_mul", F(t_mul), REAL, POSITIVE, 0},
+      {"m_mul", F(m_mul), REAL, FINITE, 0},
+      {"alpha", F(alpha), REAL, FINITE, 0},
+      {"name", 0, NAME, ANY, 0}},
+     eval_cosine_restarts},
+};
+#define N_CLASSES ((int)(sizeof classes / sizeof classes[0]))
+
+static const schedule_class *class_of(adadelta_lr_kind kind)
+{
+    for (int i = 0; i < N_CLASSES; i++)
+        if (classes[i].kind == kind)
+            return &classes[i];
+    return NULL;
+}
+
+static double *real_at(adadelta_learning_rate *lr, const schedule_key *k)
+{
+    return (double *)((char *)lr + k->offset);
+}
+static double real_of(const adadelta_learning_rate *lr, const schedule_key *k)
+{
+    return *(const double *)((const char *)lr + k->offset);
+}
+static int *int_at(adadelta_learning_rate *lr, const schedule_key *k)
+{
+    return (int *)((char *)lr + k->offset);
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static void lr_clear(adadelta_learning_rate *lr)
+{
+    memset(lr, 0, sizeof *lr);
+    lr->end_learning_rate = 0.0001;
+    lr->power = 1.0;
+    lr->warmup_target = ADADELTA_UNSET;
+    lr->t_mul = 2.0;
+    lr->m_mul = 1.0;
+}
+
+/* Clears lr to a kind with Keras's defaults and the class's name. */
+static void lr_start(adadelta_learning_rate *lr, adadelta_lr_kind kind)
+{
+    lr_clear(lr);
+    lr->kind = kind;
+    const schedule_class *c = class_of(kind);
+    snprintf(lr->name, sizeof lr->name, "%s", c ? c->default_name : "");
+}
+
+void adadelta_lr_constant(adadelta_learning_rate *lr, double value)
+{
+    if (!lr)
+        return;
+    lr_start(lr, ADADELTA_LR_CONSTANT);
+    lr->value = value;
+}
+
+void adadelta_lr_exponential_decay(adadelta_learning_rate *lr, double initial,
+                                   double decay_steps, double decay_rate, int staircase)
+{
+    if (!lr)
+        return;
+    lr_start(lr, ADADELTA_LR_EXPONENTIAL_DECAY);
+    lr->initial_learning_rate = initial;
+    lr->decay_steps = decay_steps;
+    lr->decay_rate = decay_rate;
+    lr->staircase = staircase;
+}
+
+void adadelta_lr_inverse_time_decay(adadelta_learning_rate *lr, double initial,
+                                    double decay_steps, double decay_rate, int staircase)
+{
+    if (!lr)
+        return;
+    adadelta_lr_exponential_decay(lr, initial, decay_steps, decay_rate, staircase);
+    lr->kind = ADADELTA_LR_INVERSE_TIME_DECAY;
+    snprintf(lr->name, sizeof lr->name, "%s", class_of(lr->kind)->default_name);
+}
+
+void adadelta_lr_polynomial_decay(adadelta_learning_rate *lr, double initial,
+                                  double decay_steps, double end_learning_rate, double power,
+                                  int cycle)
+{
+    if (!lr)
+        return;
+    lr_start(lr, ADADELTA_LR_POLYNOMIAL_DECAY);
+    lr->initial_learning_rate = initial;
+    lr->decay_steps = decay_steps;
+    lr->end_learning_rate = end_learning_rate;
+    lr->power = power;
+    lr->cycle = cycle;
+}
+
+int adadelta_lr_piecewise_constant_decay(adadelta_learning_rate *lr, int n_boundaries,
+                                         const double *boundaries, const double *values)
+{
+    if (!lr || (n_boundaries > 0 && !boundaries) || !values)
+        return adadelta__fail(ADADELTA_EINVAL, "PiecewiseConstantDecay: NULL argument");
+    if (n_boundaries < 0 || n_boundaries > ADADELTA_MAX_PIECES)
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "PiecewiseConstantDecay: %d boundaries is "
+                              "outside [0, %d]",
+                              n_boundaries, ADADELTA_MAX_PIECES);
+    lr_start(lr, ADADELTA_LR_PIECEWISE_CONSTANT_DECAY);
+    lr->n_boundaries = n_boundaries;
+    for (int i = 0; i < n_boundaries; i++)
+        lr->boundaries[i] = boundaries[i];
+    for (int i = 0; i <= n_boundaries; i++)
+        lr->values[i] = values[i];
+    return ADADELTA_OK;
+}
+
+void adadelta_lr_cosine_decay(adadelta_learning_rate *lr, double initial, double decay_steps,
+                              double alpha, double warmup_target, double warmup_steps)
+{
+    if (!lr)
+        return;
+    lr_start(lr, ADADELTA_LR_COSINE_DECAY);
+    lr->initial_learning_rate = initial;
+    lr->decay_steps = decay_steps;
+    lr->alpha = alpha;
+    lr->warmup_target = warmup_target;
+    lr->warmup_steps = warmup_steps;
+}
+
+void adadelta_lr_cosine_decay_restarts(adadelta_learning_rate *lr, double initial,
+                                       double first_decay_steps, double t_mul, double m_mul,
+                                       double alpha)
+{
+    if (!lr)
+        return;
+    lr_start(lr, ADADELTA_LR_COSINE_DECAY_RESTARTS);
+    lr->initial_learning_rate = initial;
+    lr->decay_steps = first_decay_steps;
+    lr->t_mul = t_mul;
+    lr->m_mul = m_mul;
+    lr->alpha = alpha;
+}
+
+void adadelta_lr_from_callback(adadelta_learning_rate *lr, adadelta_lr_callback fn,
+                               void *user_data)
+{
+    if (!lr)
+        return;
+    lr_start(lr, ADADELTA_LR_CALLBACK);
+    lr->callback = fn;
+    lr->user_data = user_data;
+}
+
+/* ------------------------------------------------------------ evaluation */
+
 float adadelta_lr_evaluate(const adadelta_learning_rate *lr, int64_t step)
 {
     if (!lr || (lr->kind == ADADELTA_LR_PIECEWISE_CONSTANT_DECAY &&
                 (lr->n_boundaries < 0 || lr->n_boundaries > ADADELTA_MAX_PIECES)))
         return NAN;
-    float s = (float)step;
-    switch (lr->kind) {
-    case ADADELTA_LR_CONSTANT:
+    if (lr->kind == ADADELTA_LR_CONSTANT)
         return (float)lr->value;
-    case ADADELTA_LR_EXPONENTIAL_DECAY:
-        return exponential(lr, s);
-    case ADADELTA_LR_INVERSE_TIME_DECAY:
-        return inverse_time(lr, s);
-    case ADADELTA_LR_POLYNOMIAL_DECAY:
-        return polynomial(lr, s);
-    case ADADELTA_LR_PIECEWISE_CONSTANT_DECAY:
-        return piecewise(lr, step);
-    case ADADELTA_LR_COSINE_DECAY:
-        return cosine(lr, s);
-    case ADADELTA_LR_COSINE_DECAY_RESTARTS:
-        return cosine_restarts(lr, s);
-    case ADADELTA_LR_CALLBACK:
+    if (lr->kind == ADADELTA_LR_CALLBACK)
         return lr->callback ? lr->callback(lr->user_data) : NAN;
+    const schedule_class *c = class_of(lr->kind);
+    return c ? c->evaluate(lr, (float)step, step) : NAN;
+}
+
+/* ------------------------------------------------------------ validation */
+
+static int check_key(const char *key, key_check check, double x)
+{
+    char what[96];
+    snprintf(what, sizeof what, "learning_rate.%s", key);
+    switch (check) {
+    case ANY:
+        return ADADELTA_OK;
+    case OPTIONAL_FINITE:
+        return adadelta__optional_finite(what, x);
+    case FINITE:
+        return adadelta__need_finite(what, x);
+    case POSITIVE:
+        return adadelta__need_positive(what, x);
+    case NONNEGATIVE:
+        return adadelta__need_range(what, x, 0, INFINITY);
     }
-    return NAN;
+    return ADADELTA_OK;
+}
+
+static int validate_pieces(const adadelta_learning_rate *lr)
+{
+    int rc;
+    if (lr->n_boundaries < 0 || lr->n_boundaries > ADADELTA_MAX_PIECES)
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "config: learning_rate.boundaries has %d "
+                              "entries, outside [0, %d]",
+                              lr->n_boundaries, ADADELTA_MAX_PIECES);
+    for (int i = 0; i < lr->n_boundaries; i++)
+        if ((rc = adadelta__need_finite("learning_rate.boundaries[]", lr->boundaries[i])))
+            return rc;
+    for (int i = 0; i <= lr->n_boundaries; i++)
+        if ((rc = adadelta__need_finite("learning_rate.values[]", lr->values[i])))
+            return rc;
+    return ADADELTA_OK;
+}
+
+int adadelta__validate_lr(const adadelta_learning_rate *lr)
+{
+    int rc;
+    if (lr->kind == ADADELTA_LR_CONSTANT) {
+        /* stored in a float32 variable, as Keras does: it must fit */
+        if ((rc = adadelta__need_finite("learning_rate", lr->value)))
+            return rc;
+        return adadelta__need_finite("learning_rate (as float32)", (float)lr->value);
+    }
+    if (lr->kind == ADADELTA_LR_CALLBACK)
+        return lr->callback ? ADADELTA_OK
+                            : adadelta__fail(ADADELTA_EINVAL,
+                                             "config: learning_rate callback is NULL");
+    const schedule_class *c = class_of(lr->kind);
+    if (!c)
+        return adadelta__fail(ADADELTA_EINVAL, "config: learning_rate kind %d is unknown",
+                              (int)lr->kind);
+    for (const schedule_key *k = c->keys; k->key; k++) {
+        if (k->type == PIECES)
+            rc = validate_pieces(lr);
+        else if (k->type == NAME || k->type == BOOL)
+            rc = ADADELTA_OK;
+        else
+            rc = check_key(k->key, k->check, real_of(lr, k));
+        if (rc)
+            return rc;
+    }
+    return ADADELTA_OK;
+}
+
+/* ------------------------------------------------------------ JSON */
+
+static json_t *pieces_json(const double *x, int n)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, json_real(x[i]));
+    return a;
+}
+
+json_t *adadelta__schedule_to_json(const adadelta_learning_rate *lr)
+{
+    if (lr->kind == ADADELTA_LR_CONSTANT)
+        return json_real((double)(float)lr->value);
+    const schedule_class *c = class_of(lr->kind);
+    if (!c) /* a callback: get_config writes null */
+        return json_null();
+    json_t *o = json_object();
+    for (const schedule_key *k = c->keys; k->key; k++) {
+        json_t *v = NULL;
+        switch (k->type) {
+        case REAL:
+            v = json_real(real_of(lr, k));
+            break;
+        case STEPS:
+            v = adadelta__json_steps(real_of(lr, k));
+            break;
+        case OPTIONAL_REAL:
+            v = adadelta_is_set(real_of(lr, k)) ? json_real(real_of(lr, k)) : json_null();
+            break;
+        case BOOL:
+            v = json_boolean(*int_at((adadelta_learning_rate *)lr, k));
+            break;
+        case NAME:
+            v = json_string(lr->name);
+            break;
+        case PIECES:
+            json_object_set_new(o, "boundaries", pieces_json(lr->boundaries, lr->n_boundaries));
+            v = pieces_json(lr->values, lr->n_boundaries + 1);
+            json_object_set_new(o, "values", v);
+            continue;
+        }
+        json_object_set_new(o, k->key, v);
+    }
+    return json_pack("{s:s, s:s, s:o, s:n}", "module", "keras.optimizers.schedules",
+                     "class_name", c->class_name, "config", o, "registered_name");
+}
+
+static int pieces_from_json(json_t *c, adadelta_learning_rate *lr)
+{
+    json_t *b = json_object_get(c, "boundaries"), *vals = json_object_get(c, "values");
+    if (!json_is_array(b) || !json_is_array(vals))
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "config: learning_rate.config.boundaries and values must "
+                              "be arrays");
+    size_t nb = json_array_size(b), nv = json_array_size(vals);
+    if (nv != nb + 1)
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "config: learning_rate.config.values has %zu entries, "
+                              "boundaries has %zu: values needs one more",
+                              nv, nb);
+    if (nb > ADADELTA_MAX_PIECES)
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "config: learning_rate.config.boundaries has %zu "
+                              "entries, at most %d",
+                              nb, ADADELTA_MAX_PIECES);
+    lr->n_boundaries = (int)nb;
+    for (size_t i = 0; i < nv; i++) {
+        json_t *x = json_array_get(vals, i), *y = i < nb ? json_array_get(b, i) : NULL;
+        if (!json_is_number(x) || (i < nb && !json_is_number(y)))
+            return adadelta__fail(ADADELTA_EINVAL,
+                                  "config: learning_rate.config.boundaries/values "
+                                  "must hold numbers");
+        lr->values[i] = json_number_value(x);
+        if (i < nb)
+            lr->boundaries[i] = json_number_value(y);
+    }
+    return ADADELTA_OK;
+}
+
+/* The keys of a class's config: its own, "values" with "boundaries". */
+static int only_class_keys(json_t *o, const schedule_class *c)
+{
+    const char *allowed[MAX_KEYS + 2];
+    int n = 0;
+    for (const schedule_key *k = c->keys; k->key; k++) {
+        allowed[n++] = k->key;
+        if (k->type == PIECES)
+            allowed[n++] = "values";
+    }
+    allowed[n] = NULL;
+    return adadelta__json_only_keys(o, "learning_rate.config.", allowed);
+}
+
+/* Fills lr from a class's config object: the required keys first, then
+ * each key as its type reads; the schedule's own name last (absent or
+ * null keeps the class default). */
+static int class_from_json(json_t *o, const schedule_class *c, adadelta_learning_rate *lr)
+{
+    const char *P = "learning_rate.config.";
+    if (only_class_keys(o, c))
+        return ADADELTA_EINVAL;
+    for (const schedule_key *k = c->keys; k->key; k++)
+        if (k->required && k->type != PIECES && adadelta__json_need_key(o, P, k->key))
+            return ADADELTA_EINVAL;
+    for (const schedule_key *k = c->keys; k->key; k++) {
+        int rc = 0;
+        if (k->type == PIECES)
+            rc = pieces_from_json(o, lr);
+        else if (k->type == BOOL)
+            rc = adadelta__json_bool(o, P, k->key, int_at(lr, k));
+        else if (k->type != NAME)
+            rc = adadelta__json_number(o, P, k->key, real_at(lr, k), k->type == OPTIONAL_REAL);
+        if (rc)
+            return ADADELTA_EINVAL;
+    }
+    return adadelta__json_string(o, P, "name", lr->name, sizeof lr->name) ? ADADELTA_EINVAL
+                                                                        : ADADELTA_OK;
+}
+
+int adadelta__schedule_from_json(json_t *v, adadelta_learning_rate *lr)
+{
+    static const char *const outer[] = {"module", "class_name", "config", "registered_name",
+                                        NULL};
+    if (adadelta__json_only_keys(v, "learning_rate.", outer))
+        return ADADELTA_EINVAL;
+    json_t *cls = json_object_get(v, "class_name"), *o = json_object_get(v, "config");
+    if (!json_is_string(cls))
+        return adadelta__fail(ADADELTA_EINVAL, "config: learning_rate.class_name must be a string");
+    if (!json_is_object(o))
+        return adadelta__fail(ADADELTA_EINVAL, "config: learning_rate.config must be an object");
+    const char *name = json_string_value(cls);
+    for (int i = 0; i < N_CLASSES; i++)
+        if (!strcmp(name, classes[i].class_name)) {
+            lr_start(lr, classes[i].kind);
+            return class_from_json(o, &classes[i], lr);
+        }
+    return adadelta__fail(ADADELTA_EINVAL,
+                          "config: learning_rate.class_name '%s' is not a Keras schedule", name);
 }

@@ -1,42 +1,33 @@
-/* status.c - status codes, their names, and the per-thread last error. */
+/* status.c - status names and texts (from ADADELTA_STATUS_MAP), the
+ * per-thread last error shared by both libraries, and the version. */
 #include "internal.h"
 
 #include <stdio.h>
+#include <string.h>
 
-static _Thread_local char last_error[512];
-
-static const struct {
-    int code;
-    const char *name;
-    const char *text;
-} status_table[] = {
-    {ADADELTA_OK, "ADADELTA_OK", "success"},
-    {ADADELTA_EINVAL, "ADADELTA_EINVAL", "invalid argument"},
-    {ADADELTA_ENOMEM, "ADADELTA_ENOMEM", "out of memory"},
-    {ADADELTA_EIO, "ADADELTA_EIO", "input/output error"},
-    {ADADELTA_EFORMAT, "ADADELTA_EFORMAT", "malformed file"},
-    {ADADELTA_EMISMATCH, "ADADELTA_EMISMATCH", "inputs disagree"},
-    {ADADELTA_ENOGRAD, "ADADELTA_ENOGRAD", "no gradients provided for any variable"},
-    {ADADELTA_ESTATE, "ADADELTA_ESTATE", "call not allowed in this state"},
-    {ADADELTA_ENONFINITE, "ADADELTA_ENONFINITE", "non-finite gradient"},
-    {ADADELTA_ENOTFOUND, "ADADELTA_ENOTFOUND", "not found"},
-};
-
-#define N_STATUS (sizeof status_table / sizeof status_table[0])
+static _Thread_local char last_error[1024];
 
 const char *adadelta_status_name(int status)
 {
-    for (size_t i = 0; i < N_STATUS; i++)
-        if (status_table[i].code == status)
-            return status_table[i].name;
+    switch (status) {
+#define NAME_CASE(name, value, text)                                          \
+    case value:                                                               \
+        return "ADADELTA_" #name;
+        ADADELTA_STATUS_MAP(NAME_CASE)
+#undef NAME_CASE
+    }
     return "ADADELTA_UNKNOWN";
 }
 
 const char *adadelta_strerror(int status)
 {
-    for (size_t i = 0; i < N_STATUS; i++)
-        if (status_table[i].code == status)
-            return status_table[i].text;
+    switch (status) {
+#define TEXT_CASE(name, value, text)                                          \
+    case value:                                                               \
+        return text;
+        ADADELTA_STATUS_MAP(TEXT_CASE)
+#undef TEXT_CASE
+    }
     return "unknown status";
 }
 
@@ -44,11 +35,21 @@ const char *adadelta_last_error(void) { return last_error; }
 
 void adadelta__clear_error(void) { last_error[0] = '\0'; }
 
+int adadelta__vfail(int status, const char *fmt, va_list ap)
+{
+    /* The arguments may point into last_error itself (a message wrapped in
+     * a longer one): format into a copy first. */
+    char msg[sizeof last_error];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    memcpy(last_error, msg, sizeof msg);
+    return status;
+}
+
 int adadelta__fail(int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    adadelta__vfail(status, fmt, ap);
     va_end(ap);
     return status;
 }

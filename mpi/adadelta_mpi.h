@@ -33,6 +33,13 @@
 extern "C" {
 #endif
 
+/* The library exports exactly the functions declared with this. */
+#if defined(__GNUC__) && defined(ADADELTA_MPI_BUILDING)
+#define ADADELTA_MPI_EXTERN __attribute__((visibility("default")))
+#else
+#define ADADELTA_MPI_EXTERN
+#endif
+
 typedef struct adadelta_mpi adadelta_mpi;
 
 typedef enum {
@@ -41,23 +48,23 @@ typedef enum {
 } adadelta_mpi_mode;
 
 /* Collective. The communicator is duplicated. */
-int adadelta_mpi_create(MPI_Comm comm, const adadelta_config *cfg,
+ADADELTA_MPI_EXTERN int adadelta_mpi_create(MPI_Comm comm, const adadelta_config *cfg,
                         adadelta_mpi_mode mode, adadelta_mpi **out);
 /* Collective. Wraps a core optimizer built by the caller (config, variables,
  * exclusions, threads; e.g. adadelta_create_from_state to resume) that has
  * not applied yet. On success the wrapper owns it (adadelta_mpi_destroy
  * destroys it; variable data stays the caller's as in the core); on failure
  * the caller keeps it. */
-int adadelta_mpi_wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode,
+ADADELTA_MPI_EXTERN int adadelta_mpi_wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode,
                       adadelta_mpi **out);
-void adadelta_mpi_destroy(adadelta_mpi *opt);
+ADADELTA_MPI_EXTERN void adadelta_mpi_destroy(adadelta_mpi *opt);
 
 /* Same meaning as adadelta_add_variable; every rank registers the same
  * variables in the same order with the same initial values. */
-int adadelta_mpi_add_variable(adadelta_mpi *opt, const char *name,
+ADADELTA_MPI_EXTERN int adadelta_mpi_add_variable(adadelta_mpi *opt, const char *name,
                               adadelta_dtype dtype, void *data, int ndim,
                               const int64_t *shape);
-int adadelta_mpi_exclude_from_weight_decay(adadelta_mpi *opt,
+ADADELTA_MPI_EXTERN int adadelta_mpi_exclude_from_weight_decay(adadelta_mpi *opt,
                                            const int *indices, int n_indices,
                                            const char *const *names,
                                            int n_names);
@@ -65,20 +72,20 @@ int adadelta_mpi_exclude_from_weight_decay(adadelta_mpi *opt,
 /* Collective check that all ranks share the config and the variables'
  * names, shapes and dtypes: ADADELTA_EMISMATCH on every rank otherwise.
  * Called by the first apply; callable earlier to fail fast. */
-int adadelta_mpi_check_agreement(adadelta_mpi *opt);
+ADADELTA_MPI_EXTERN int adadelta_mpi_check_agreement(adadelta_mpi *opt);
 
 /* One data-parallel step: grads are this rank's local gradients (NULL for
  * none; all ranks must agree on which are NULL). */
-int adadelta_mpi_apply(adadelta_mpi *opt, const float *const *grads);
-int adadelta_mpi_finalize_variable_values(adadelta_mpi *opt);
+ADADELTA_MPI_EXTERN int adadelta_mpi_apply(adadelta_mpi *opt, const float *const *grads);
+ADADELTA_MPI_EXTERN int adadelta_mpi_finalize_variable_values(adadelta_mpi *opt);
 
 /* Debug: compares a checksum of variables and optimizer state across ranks;
  * ADADELTA_EMISMATCH on every rank if any rank differs. When enabled, it
  * runs after every apply (also with ADADELTA_MPI_CHECK=1 in the environment). */
-int adadelta_mpi_check_identical(adadelta_mpi *opt);
+ADADELTA_MPI_EXTERN int adadelta_mpi_check_identical(adadelta_mpi *opt);
 /* Before the first apply it is local (the ranks' wishes are OR'ed at the
  * first apply); afterwards it is collective. */
-void adadelta_mpi_set_check_identical(adadelta_mpi *opt, int on);
+ADADELTA_MPI_EXTERN void adadelta_mpi_set_check_identical(adadelta_mpi *opt, int on);
 
 /* Saves one file (rank 0 writes; the same bytes in both modes) / loads one on
  * every rank. Collective. Gradient accumulators are rank-local (each rank
@@ -87,23 +94,26 @@ void adadelta_mpi_set_check_identical(adadelta_mpi *opt, int on);
  * middle of an accumulation cycle is therefore exact mathematically but not
  * bit-exact; at a cycle boundary (accumulators zero) it is bit-exact.
  * save_each: every rank writes the same bytes to its own path. */
-int adadelta_mpi_save(adadelta_mpi *opt, const char *path);
-int adadelta_mpi_save_each(adadelta_mpi *opt, const char *path);
-int adadelta_mpi_load(adadelta_mpi *opt, const char *path);
+ADADELTA_MPI_EXTERN int adadelta_mpi_save(adadelta_mpi *opt, const char *path);
+ADADELTA_MPI_EXTERN int adadelta_mpi_save_each(adadelta_mpi *opt, const char *path);
+ADADELTA_MPI_EXTERN int adadelta_mpi_load(adadelta_mpi *opt, const char *path);
 
-/* Message of the last failed adadelta_mpi_* call in this thread; on ranks
- * where another rank failed, "rank N: <its message>". */
-const char *adadelta_mpi_last_error(void);
+/* Message of the last failed adadelta_mpi_* call in this thread (the same
+ * channel as adadelta_last_error()); on ranks where another rank failed,
+ * "rank N: <its message>". */
+ADADELTA_MPI_EXTERN const char *adadelta_mpi_last_error(void);
 
-/* The core optimizer of this rank (iterations, variables, slots in
- * replicated mode; in sharded mode adadelta_slot() of the core holds only
- * this rank's range), the mode, and the optimizer-state bytes held here:
+/* The core optimizer of this rank, read-only (iterations, variables,
+ * slots in replicated mode; in sharded mode adadelta_slot() of the core
+ * holds only this rank's range; calls that would change it, such as
+ * adadelta_apply or adadelta_load, refuse with ADADELTA_ESTATE while it is
+ * wrapped), the mode, and the optimizer-state bytes held here:
  * the Adadelta slots and EMA (about 1/R of them when sharded) plus the
  * rank-local gradient accumulator (whole, as the gradients themselves). */
-adadelta *adadelta_mpi_core(adadelta_mpi *opt);
-adadelta_mpi_mode adadelta_mpi_get_mode(const adadelta_mpi *opt);
-size_t adadelta_mpi_state_bytes(const adadelta_mpi *opt);
-int adadelta_mpi_set_threads(adadelta_mpi *opt, int threads);
+ADADELTA_MPI_EXTERN const adadelta *adadelta_mpi_core(const adadelta_mpi *opt);
+ADADELTA_MPI_EXTERN adadelta_mpi_mode adadelta_mpi_get_mode(const adadelta_mpi *opt);
+ADADELTA_MPI_EXTERN size_t adadelta_mpi_state_bytes(const adadelta_mpi *opt);
+ADADELTA_MPI_EXTERN int adadelta_mpi_set_threads(adadelta_mpi *opt, int threads);
 
 #ifdef __cplusplus
 }

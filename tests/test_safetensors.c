@@ -56,7 +56,7 @@ static void expect_bad(image im, const char *what)
 {
     adadelta_st_file *f = (adadelta_st_file *)0x1;
     int rc = adadelta_st_parse(im.bytes, im.size, "hostile.safetensors", &f);
-    const char *msg = adadelta_last_error();
+    const char *msg = adadelta_st_error();
     if (rc != ADADELTA_EFORMAT || !strstr(msg, what) ||
         strncmp(msg, "hostile.safetensors: ", 21) != 0 || strchr(msg, '\n'))
         fprintf(stderr, "status %d, message '%s', expected '%s'\n", rc, msg, what);
@@ -73,7 +73,7 @@ static void expect_good(image im, int n_tensors)
     adadelta_st_file *f = NULL;
     int rc = adadelta_st_parse(im.bytes, im.size, "good.safetensors", &f);
     if (rc)
-        fprintf(stderr, "unexpected: %s\n", adadelta_last_error());
+        fprintf(stderr, "unexpected: %s\n", adadelta_st_error());
     assert_int_equal(rc, ADADELTA_OK);
     assert_int_equal(f->n, n_tensors);
     adadelta_st_free(f);
@@ -199,10 +199,10 @@ static void read_missing_file_is_eio(void **state)
     snprintf(path, sizeof path, "%s/does-not-exist.safetensors", tmpdir);
     assert_int_equal(adadelta_st_read(path, &f), ADADELTA_EIO);
     assert_null(f);
-    assert_non_null(strstr(adadelta_last_error(), path));
+    assert_non_null(strstr(adadelta_st_error(), path));
     /* A directory is not a file. */
     assert_int_equal(adadelta_st_read(tmpdir, &f), ADADELTA_EIO);
-    assert_non_null(strstr(adadelta_last_error(), tmpdir));
+    assert_non_null(strstr(adadelta_st_error(), tmpdir));
 }
 
 static void write_to_missing_dir_is_eio(void **state)
@@ -212,7 +212,7 @@ static void write_to_missing_dir_is_eio(void **state)
     adadelta_st_out t = {"x", ADADELTA_ST_F32, 0, NULL, &x};
     assert_int_equal(adadelta_st_write("/nonexistent-dir/x.safetensors", &t, 1, NULL, 0, 0),
                      ADADELTA_EIO);
-    assert_non_null(strstr(adadelta_last_error(), "/nonexistent-dir/x.safetensors"));
+    assert_non_null(strstr(adadelta_st_error(), "/nonexistent-dir/x.safetensors"));
 }
 
 /* ------------------------------------------------------------ malformed */
@@ -244,13 +244,13 @@ static void truncated_anywhere(void **state)
             fprintf(stderr, "a file cut to %zu of %zu bytes gave %d\n", len, full.size, rc);
         assert_int_equal(rc, ADADELTA_EFORMAT);
         assert_null(f);
-        assert_int_equal(strncmp(adadelta_last_error(), "cut.safetensors: ", 17), 0);
+        assert_int_equal(strncmp(adadelta_st_error(), "cut.safetensors: ", 17), 0);
     }
     /* Size 0. */
     adadelta_st_file *f = NULL;
     assert_int_equal(adadelta_st_parse(full.bytes, 0, "cut.safetensors", &f),
                      ADADELTA_EFORMAT);
-    assert_non_null(strstr(adadelta_last_error(), "too short"));
+    assert_non_null(strstr(adadelta_st_error(), "too short"));
     free(full.bytes);
     /* One data byte too many. */
     expect_bad(make_image(VALID_HEADER, 17), "cover 16 data bytes but the file has 17");

@@ -107,6 +107,13 @@ static int fail(int status)
     return replay_exit_code(status);
 }
 
+/* A safetensors reader failure (its own message channel). */
+static int st_fail(int status)
+{
+    fprintf(stderr, "error: %s\n", adadelta_st_error());
+    return replay_exit_code(status);
+}
+
 static int read_text(const char *path, char **out)
 {
     FILE *fp = fopen(path, "rb");
@@ -152,7 +159,7 @@ static int add_params(const char *path, adadelta *opt)
     adadelta_st_file *f;
     int rc = adadelta_st_read(path, &f);
     if (rc)
-        return fail(rc);
+        return st_fail(rc);
     for (int i = 0; i < f->n && !rc; i++) {
         const adadelta_st_tensor *t = &f->t[i];
         if (t->dtype != ADADELTA_ST_F32) {
@@ -281,7 +288,7 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
     adadelta_st_file *f;
     int rc = adadelta_st_read(path, &f);
     if (rc)
-        return fail(rc);
+        return st_fail(rc);
     int n_vars = adadelta_num_variables(opt);
     long calls = 0;
     for (int i = 0; i < f->n; i++) {

@@ -3,20 +3,23 @@
  * every instruction set, and Keras's own unfused order). Never -ffast-math.
  *
  * Each loop is one always-inline body specialised for constant flags, so the
- * compiler emits a branch-free vector loop per feature combination; the
- * exported functions are cloned for AVX-512, AVX2 and baseline x86-64 and the
- * best clone is picked when the library loads. */
+ * compiler emits a branch-free vector loop per feature combination. The file
+ * is compiled once per instruction set (-mavx512f, -mavx2, baseline) with
+ * ADADELTA_KERNEL_ISA naming the table it defines (dispatch.c picks one). */
 #include "kernel.h"
 
 #include <math.h>
 #include <stddef.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&         \
-    !defined(ADADELTA_NO_CLONES)
-#define MULTI_ISA __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define MULTI_ISA
+#ifndef ADADELTA_KERNEL_ISA
+#define ADADELTA_KERNEL_ISA default
 #endif
+#define CAT2(a, b) a##b
+#define CAT(a, b) CAT2(a, b)
+#define STR2(x) #x
+#define STR(x) STR2(x)
+#define KERNEL(name) CAT(CAT(name, _), ADADELTA_KERNEL_ISA)
+#define MULTI_ISA static
 
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -97,7 +100,7 @@ ALWAYS_INLINE void step_body(const adadelta_step_params *p, int64_t n,
 #define STEP_CASES_A(D) STEP_CASES_C(D, 0) STEP_CASES_C(D, 1)
 
 MULTI_ISA
-void adadelta_kernel_step(const adadelta_step_params *p, int64_t n,
+void KERNEL(step)(const adadelta_step_params *p, int64_t n,
                           float *restrict var, const float *restrict grad,
                           float *restrict acc, float *restrict ag,
                           float *restrict ad, float *restrict avg)
@@ -141,7 +144,7 @@ ALWAYS_INLINE double sum_squares_body(const adadelta_step_params *p, int64_t n,
 }
 
 MULTI_ISA
-double adadelta_kernel_sum_squares(const adadelta_step_params *p, int64_t n,
+double KERNEL(sum_squares)(const adadelta_step_params *p, int64_t n,
                                    const float *restrict grad,
                                    const float *restrict acc)
 {
@@ -153,7 +156,7 @@ double adadelta_kernel_sum_squares(const adadelta_step_params *p, int64_t n,
 }
 
 MULTI_ISA
-void adadelta_kernel_accumulate(const adadelta_step_params *p, int64_t n,
+void KERNEL(accumulate)(const adadelta_step_params *p, int64_t n,
                                 const float *restrict grad, float *restrict acc)
 {
     if (p->divide) {
@@ -169,7 +172,7 @@ void adadelta_kernel_accumulate(const adadelta_step_params *p, int64_t n,
 }
 
 MULTI_ISA
-void adadelta_kernel_prepare(const adadelta_step_params *p, int64_t n,
+void KERNEL(prepare)(const adadelta_step_params *p, int64_t n,
                              const float *restrict grad,
                              const float *restrict acc, float *restrict out)
 {
@@ -181,7 +184,7 @@ void adadelta_kernel_prepare(const adadelta_step_params *p, int64_t n,
 }
 
 MULTI_ISA
-void adadelta_kernel_ema(const adadelta_step_params *p, int64_t n,
+void KERNEL(ema)(const adadelta_step_params *p, int64_t n,
                          float *restrict var, float *restrict avg)
 {
     const float m = p->ema_m, om = p->ema_one_minus_m;
@@ -200,7 +203,7 @@ void adadelta_kernel_ema(const adadelta_step_params *p, int64_t n,
 }
 
 MULTI_ISA
-int adadelta_kernel_all_finite(int64_t n, const float *restrict x)
+int KERNEL(all_finite)(int64_t n, const float *restrict x)
 {
     int bad = 0;
 #pragma omp simd reduction(| : bad)
@@ -208,3 +211,8 @@ int adadelta_kernel_all_finite(int64_t n, const float *restrict x)
         bad |= !isfinite(x[i]);
     return !bad;
 }
+
+const adadelta_kernels KERNEL(adadelta__kernels) = {
+    STR(ADADELTA_KERNEL_ISA), KERNEL(step),    KERNEL(sum_squares), KERNEL(accumulate),
+    KERNEL(prepare),          KERNEL(ema),     KERNEL(all_finite),
+};

@@ -89,7 +89,7 @@ static void check_one(const uint8_t *data, size_t size)
             abort();
         if (rc != ADADELTA_EFORMAT && rc != ADADELTA_ENOMEM)
             abort();
-        if (strncmp(adadelta_last_error(), "fuzz: ", 6) != 0)
+        if (strncmp(adadelta_st_error(), "fuzz: ", 6) != 0)
             abort();
     }
 }

@@ -36,7 +36,7 @@ static inline void omp_set_num_threads(int n) { (void)n; }
 STUB
 fi
 flags="-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -ffp-contract=off -Wno-pass-failed $omp -I$top/lib"
-libsrc=$(ls "$top"/lib/*.c "$top"/lib/kernels/step.c)
+libsrc=$(ls "$top"/lib/*.c "$top"/lib/kernels/*.c)
 
 status=0
 pids=

@@ -32,11 +32,11 @@ int main(int argc, char **argv)
     double rtol = argc == 5 ? atof(argv[3]) : 2e-5, atol = argc == 5 ? atof(argv[4]) : 1e-6;
     adadelta_st_file *got, *exp;
     if (adadelta_st_read(argv[1], &got)) {
-        fprintf(stderr, "%s: %s\n", argv[1], adadelta_last_error());
+        fprintf(stderr, "%s: %s\n", argv[1], adadelta_st_error());
         return 99;
     }
     if (adadelta_st_read(argv[2], &exp)) {
-        fprintf(stderr, "%s: %s\n", argv[2], adadelta_last_error());
+        fprintf(stderr, "%s: %s\n", argv[2], adadelta_st_error());
         adadelta_st_free(got);
         return 99;
     }

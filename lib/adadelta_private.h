@@ -1,0 +1,99 @@
+/* adadelta_private.h - the core's private interface for a data-parallel
+ * layer (libadadelta_mpi; the core never sees MPI). Not installed.
+ *
+ * libadadelta exports one entry point for it, adadelta_private_interface(),
+ * which returns this table when asked for ADADELTA_PRIVATE_VERSION and NULL
+ * otherwise, so a layer built against another core fails cleanly at create
+ * time instead of calling functions whose meaning changed.
+ *
+ * A data-parallel step is split around the gradient reduction:
+ *   begin         local checks; what the call does (an update, whose
+ *                 gradients are reduced, or an accumulation-only call) and
+ *                 whether this process saw a non-finite gradient. Changes
+ *                 nothing.
+ *   contribute    this process's contribution t = g / loss_scale (+ local
+ *                 accumulator) of a range of variables, written at their
+ *                 flat offsets into a buffer holding every variable.
+ *   sum_squares   the norm partials (one double per shard, zero on shards
+ *                 this process does not own) of the reduced mean, so that
+ *                 their sum over processes is exact whatever its order.
+ *   finish        with the collective non-finite flag and the summed
+ *                 partials: refuses (check_finite), skips (loss scale),
+ *                 accumulates, or runs clipping, weight decay, the step, the
+ *                 EMA and the counters on the owned shards, reading the
+ *                 gradients from `mean` (the mean over processes of the
+ *                 contributions, at least on the owned shards).
+ * With one process, begin + contribute + finish give the bits of
+ * adadelta_apply. */
+#ifndef ADADELTA_PRIVATE_H
+#define ADADELTA_PRIVATE_H
+
+#include "adadelta.h"
+#include "kernels/kernel.h"
+#include "state_tensors.h"
+
+#include <stdarg.h>
+
+#define ADADELTA_PRIVATE_VERSION 2
+
+typedef struct adadelta_dist_step {
+    int update;         /* 1: reduce and apply; 0: accumulation only */
+    int finite_matters; /* the non-finite flag decides (refuse or skip) */
+    int nonfinite;      /* this process saw a non-finite gradient */
+    int needs_norms;    /* clipping by norm: sum_squares before finish */
+    /* the core's own */
+    const float *const *grads;
+    adadelta_step_params p;
+} adadelta_dist_step;
+
+typedef struct adadelta_private {
+    int version;
+
+    /* The one last-error channel of both libraries. */
+    int (*vfail)(int status, const char *fmt, va_list ap);
+
+    /* Layout: variables concatenated in order (flat offsets), cut into
+     * shards; element sizes. */
+    int64_t (*total_elements)(const adadelta *opt);
+    int64_t (*variable_offset)(const adadelta *opt, int v); /* v == n: total */
+    int (*num_shards)(const adadelta *opt);
+    int64_t (*shard_offset)(const adadelta *opt, int s);    /* s == n: total */
+    /* Cuts the shards into `parts` contiguous ranges of about equal
+     * elements: bounds[0] = 0 <= ... <= bounds[parts] = num_shards. */
+    void (*partition)(const adadelta *opt, int parts, int *bounds);
+    /* Keep the sharded slot kinds only for shards [lo, hi) and update only
+     * those (the owned part of the current state is kept). Once, before
+     * the first apply. */
+    int (*own_shards)(adadelta *opt, int lo, int hi);
+    /* While wrapped, direct calls that would desynchronise the processes
+     * (apply, load, finalize, exclusions, threads) refuse. */
+    void (*set_wrapped)(adadelta *opt, int on);
+    /* fn(lo, hi, ctx) over [0, n) in blocks, on the core's thread team. */
+    void (*parallel_blocks)(const adadelta *opt, int64_t n, int64_t block,
+                            void (*fn)(int64_t lo, int64_t hi, void *ctx), void *ctx);
+
+    /* The split step (see above). */
+    int (*begin)(adadelta *opt, const float *const *grads, adadelta_dist_step *st);
+    void (*contribute)(adadelta *opt, const adadelta_dist_step *st, int v_lo, int v_hi,
+                       float *flat_dst);
+    void (*sum_squares)(adadelta *opt, adadelta_dist_step *st, const float *flat_mean);
+    double *(*partials)(adadelta *opt); /* num_shards entries */
+    int (*finish)(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
+                  const float *flat_mean);
+    /* 1 if the last call changed the variables (a step or an EMA overwrite). */
+    int (*vars_changed)(const adadelta *opt);
+    /* finalize_variable_values of an unsharded optimizer, while wrapped. */
+    int (*finalize)(adadelta *opt);
+
+    /* The whole training state as tensors (state_tensors.h). */
+    int (*state_list)(const adadelta *opt, int with_data, adadelta_state_list *out);
+    void (*state_free)(adadelta_state_list *list);
+    int (*state_check)(const adadelta *opt, const adadelta_st_file *f, const char *path);
+    int (*state_import)(adadelta *opt, const adadelta_st_file *f, const char *path,
+                        const adadelta_state_list *list);
+    /* Writes the list's tensors (each whole: begin 0, end numel, at data)
+     * with opt's metadata to one state file, atomically. */
+    int (*state_write)(const adadelta *opt, const adadelta_state_list *list, const char *path);
+} adadelta_private;
+
+#endif

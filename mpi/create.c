@@ -1,0 +1,149 @@
+/* create.c - creating, wrapping and destroying an adadelta_mpi, and its
+ * local calls: variables, exclusions, threads, the getters. */
+#include "mpi_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode, int local_rc,
+                adadelta_mpi **out)
+{
+    adadelta_mpi *m = calloc(1, sizeof *m);
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    int rc = local_rc;
+    if (!rc && !CORE)
+        rc = adadelta_mpi__fail(ADADELTA_EINVAL, "libadadelta_mpi: no private interface");
+    if (!rc && !m)
+        rc = adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi_create: out of memory");
+    if (!rc && mode != ADADELTA_MPI_REPLICATED && mode != ADADELTA_MPI_SHARDED)
+        rc = adadelta_mpi__fail(ADADELTA_EINVAL,
+                                "adadelta_mpi_create: mode %d is not "
+                                "ADADELTA_MPI_REPLICATED or ADADELTA_MPI_SHARDED",
+                                (int)mode);
+    /* The mode must be the same everywhere. */
+    int mm[2] = {(int)mode, -(int)mode}, g[2];
+    MPI_Allreduce(mm, g, 2, MPI_INT, MPI_MIN, comm);
+    if (!rc && g[0] != -g[1])
+        rc = adadelta_mpi__fail(ADADELTA_EMISMATCH,
+                                "adadelta_mpi_create: ranks disagree on the mode "
+                                "(replicated on some, sharded on others)");
+    rc = adadelta_mpi__agree_comm(comm, rc);
+    if (rc) {
+        free(m);
+        return rc;
+    }
+    MPI_Comm_dup(comm, &m->comm);
+    m->rank = rank;
+    m->size = size;
+    m->core = core;
+    m->mode = mode;
+    CORE->set_wrapped(core, 1);
+    const char *env = getenv("ADADELTA_MPI_CHECK");
+    m->check = env && *env && strcmp(env, "0") != 0;
+    *out = m;
+    return 0;
+}
+
+int adadelta_mpi_create(MPI_Comm comm, const adadelta_config *cfg, adadelta_mpi_mode mode,
+                        adadelta_mpi **out)
+{
+    adadelta_mpi__clear_error();
+    if (!out)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_create: out is NULL");
+    *out = NULL;
+    adadelta *core = NULL;
+    int rc = adadelta_create(cfg, &core);
+    rc = wrap(comm, core, mode, rc, out);
+    if (rc)
+        adadelta_destroy(core);
+    return rc;
+}
+
+int adadelta_mpi_wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode, adadelta_mpi **out)
+{
+    adadelta_mpi__clear_error();
+    int rc = 0;
+    if (!out)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_wrap: out is NULL");
+    *out = NULL;
+    if (!core)
+        rc = adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_wrap: core is NULL");
+    return wrap(comm, core, mode, rc, out);
+}
+
+void adadelta_mpi_destroy(adadelta_mpi *m)
+{
+    if (!m)
+        return;
+    adadelta_destroy(m->core);
+    adadelta_mpi__free_plan(m);
+    MPI_Comm_free(&m->comm);
+    free(m);
+}
+
+const adadelta *adadelta_mpi_core(const adadelta_mpi *m) { return m ? m->core : NULL; }
+
+adadelta_mpi_mode adadelta_mpi_get_mode(const adadelta_mpi *m)
+{
+    return m ? m->mode : ADADELTA_MPI_REPLICATED;
+}
+
+int adadelta_mpi_set_threads(adadelta_mpi *m, int threads)
+{
+    adadelta_mpi__clear_error();
+    if (!m)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_set_threads: NULL");
+    return adadelta_set_threads(m->core, threads);
+}
+
+void adadelta_mpi_set_check_identical(adadelta_mpi *m, int on)
+{
+    if (!m)
+        return;
+    m->check = on != 0;
+    /* The check is collective: once started, every rank must agree. */
+    if (m->ready)
+        MPI_Allreduce(MPI_IN_PLACE, &m->check, 1, MPI_INT, MPI_LOR, m->comm);
+}
+
+int adadelta_mpi_add_variable(adadelta_mpi *m, const char *name, adadelta_dtype dtype, void *data,
+                              int ndim, const int64_t *shape)
+{
+    adadelta_mpi__clear_error();
+    if (!m)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_add_variable: NULL");
+    if (m->ready)
+        return adadelta_mpi__fail(ADADELTA_ESTATE,
+                                  "adadelta_mpi_add_variable '%s': variables are fixed "
+                                  "after the first collective step",
+                                  name ? name : "(null)");
+    return adadelta_add_variable(m->core, name, dtype, data, ndim, shape);
+}
+
+int adadelta_mpi_exclude_from_weight_decay(adadelta_mpi *m, const int *indices, int n_indices,
+                                           const char *const *names, int n_names)
+{
+    adadelta_mpi__clear_error();
+    if (!m)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_exclude_from_weight_decay: NULL");
+    if (m->ready) /* the ranks checked their exclusions agree: keep it so */
+        return adadelta_mpi__fail(ADADELTA_ESTATE,
+                                  "adadelta_mpi_exclude_from_weight_decay: only before the "
+                                  "first apply");
+    return adadelta_exclude_from_weight_decay(m->core, indices, n_indices, names, n_names);
+}
+
+size_t adadelta_mpi_state_bytes(const adadelta_mpi *m)
+{
+    adadelta_state_list l;
+    if (!m || CORE->state_list(m->core, 1, &l))
+        return 0;
+    size_t bytes = 0;
+    for (int i = 0; i < l.n; i++)
+        if (l.t[i].role == ADADELTA_TENSOR_SLOT)
+            bytes += (size_t)(l.t[i].end - l.t[i].begin) * sizeof(float);
+    CORE->state_free(&l);
+    return bytes;
+}
