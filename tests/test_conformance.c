@@ -13,10 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "adadelta.h"
+#include "harness.h"
 #include "safetensors.h"
 
 static const char *data_dir(void)
@@ -25,30 +24,14 @@ static const char *data_dir(void)
     return d ? d : "data";
 }
 
-static const char *replay(void)
-{
-    const char *r = getenv("ADADELTA_REPLAY");
-    return r ? r : "../tools/adadelta-replay";
-}
-
-static char tmpdir[64];
-
 static int setup(void **state)
 {
     (void)state;
-    strcpy(tmpdir, "/tmp/adadelta-conf-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
+    return th_replay_check() == 0 && th_tmpdir_create(NULL) == 0 ? 0 : -1;
 }
 
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Runs the replay driver on one case; returns its exit status. */
+/* Runs the replay driver on one case; returns its exit status, printing
+ * its stderr when it fails. */
 static int run_case(const char *dir, int threads, const char *out)
 {
     char path[1024];
@@ -56,26 +39,33 @@ static int run_case(const char *dir, int threads, const char *out)
     json_error_t err;
     json_t *c = json_load_file(path, 0, &err);
     assert_non_null(c);
-    char extra[512] = "";
+    char params[1100], grads[1100], config[1100], nthreads[16], exclude[512] = "";
+    snprintf(params, sizeof params, "%s/params.safetensors", dir);
+    snprintf(grads, sizeof grads, "%s/grads.safetensors", dir);
+    snprintf(config, sizeof config, "%s/config.json", dir);
+    snprintf(nthreads, sizeof nthreads, "%d", threads);
+    const char *args[16] = {"--params", params, "--grads", grads, "--config", config,
+                            "--out",    out,    "--threads", nthreads};
+    int n = 10;
     if (json_is_true(json_object_get(c, "finalize")))
-        strcat(extra, " --finalize");
+        args[n++] = "--finalize";
     json_t *ex = json_object_get(c, "exclude_from_weight_decay");
     if (json_is_array(ex) && json_array_size(ex)) {
-        strcat(extra, " --exclude-from-weight-decay ");
         for (size_t i = 0; i < json_array_size(ex); i++) {
             if (i)
-                strcat(extra, ",");
-            strncat(extra, json_string_value(json_array_get(ex, i)), 64);
+                strcat(exclude, ",");
+            strncat(exclude, json_string_value(json_array_get(ex, i)), 64);
         }
+        args[n++] = "--exclude-from-weight-decay";
+        args[n++] = exclude;
     }
+    args[n] = NULL;
+    char stderr_text[4096];
+    int st = th_replay(args, stderr_text, sizeof stderr_text);
+    if (st != 0)
+        fprintf(stderr, "  %s: exit %d: %s", dir, st, stderr_text);
     json_decref(c);
-    char cmd[4096];
-    snprintf(cmd, sizeof cmd,
-             "'%s' --params '%s/params.safetensors' --grads '%s/grads.safetensors' "
-             "--config '%s/config.json' --out '%s' --threads %d%s",
-             replay(), dir, dir, dir, out, threads, extra);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return st;
 }
 
 static double get(const adadelta_st_tensor *t, int64_t i)
@@ -142,7 +132,7 @@ static void check_suite(const char *suite, int *n_cases)
             continue;
         char dir[1400], out[1400], casefile[1500];
         snprintf(dir, sizeof dir, "%s/%s", dirpath, e->d_name);
-        snprintf(out, sizeof out, "%s/%s.safetensors", tmpdir, e->d_name);
+        snprintf(out, sizeof out, "%s/%s.safetensors", th_tmpdir(), e->d_name);
         snprintf(casefile, sizeof casefile, "%s/case.json", dir);
         json_error_t err;
         json_t *c = json_load_file(casefile, 0, &err);
@@ -179,37 +169,27 @@ static void torch_cases_match_expected_states(void **state)
     assert_true(n >= 5);
 }
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *len = (size_t)ftell(f);
-    rewind(f);
-    char *b = malloc(*len + 1);
-    assert_int_equal(fread(b, 1, *len, f), *len);
-    fclose(f);
-    return b;
-}
-
 static void output_bytes_do_not_depend_on_threads(void **state)
 {
     (void)state;
     const char *cases[] = {"kitchen_sink", "loss_scale_optimizer", "clipnorm"};
     for (int c = 0; c < 3; c++) {
-        char dir[1024], ref_path[1024];
+        char dir[1024];
         snprintf(dir, sizeof dir, "%s/keras/%s", data_dir(), cases[c]);
-        snprintf(ref_path, sizeof ref_path, "%s/t1.safetensors", tmpdir);
+        const char *ref_path = th_path("t1.safetensors");
         assert_int_equal(run_case(dir, 1, ref_path), 0);
         size_t ref_len;
-        char *ref = slurp(ref_path, &ref_len);
+        unsigned char *ref = th_read_file(ref_path, &ref_len);
+        assert_non_null(ref);
         const int threads[] = {2, 3, 4, 7};
         for (int t = 0; t < 4; t++) {
-            char out[1024];
-            snprintf(out, sizeof out, "%s/t%d.safetensors", tmpdir, threads[t]);
+            char name[32];
+            snprintf(name, sizeof name, "t%d.safetensors", threads[t]);
+            const char *out = th_path(name);
             assert_int_equal(run_case(dir, threads[t], out), 0);
             size_t len;
-            char *got = slurp(out, &len);
+            unsigned char *got = th_read_file(out, &len);
+            assert_non_null(got);
             assert_int_equal(len, ref_len);
             assert_memory_equal(got, ref, len);
             free(got);
@@ -225,5 +205,5 @@ int main(void)
         cmocka_unit_test(torch_cases_match_expected_states),
         cmocka_unit_test(output_bytes_do_not_depend_on_threads),
     };
-    return cmocka_run_group_tests(tests, setup, teardown) ? 1 : 0;
+    return cmocka_run_group_tests(tests, setup, th_group_teardown) ? 1 : 0;
 }

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "adadelta.h"
+#include "harness.h"
 
 #define N_CALLS 40
 #define MAX_VARS 3
@@ -34,8 +35,6 @@ typedef struct {
     char error_seen[256];
     char saved[256];
 } job;
-
-static char tmpdir[64];
 
 static float lr_callback(void *user)
 {
@@ -127,7 +126,7 @@ static void *run_job(void *arg)
                 adadelta_last_error());
     if (!j->status) {
         adadelta_finalize_variable_values(j->opt);
-        snprintf(j->saved, sizeof j->saved, "%s/%s-%d.safetensors", tmpdir,
+        snprintf(j->saved, sizeof j->saved, "%s/%s-%d.safetensors", th_tmpdir(),
                  j->barrier ? "together" : "alone", j->which);
         j->status = adadelta_save(j->opt, j->saved);
     }
@@ -141,19 +140,6 @@ static void free_job(job *j)
     adadelta_destroy(j->opt);
     for (int v = 0; v < j->n_vars; v++)
         free(j->vars[v]);
-}
-
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    fseek(fp, 0, SEEK_END);
-    long size = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    unsigned char *b = malloc((size_t)size + 1);
-    *n = fread(b, 1, (size_t)size, fp);
-    fclose(fp);
-    return b;
 }
 
 static void same_job(const job *a, const job *b)
@@ -174,7 +160,9 @@ static void same_job(const job *a, const job *b)
         }
     }
     size_t na, nb;
-    unsigned char *fa = slurp(a->saved, &na), *fb = slurp(b->saved, &nb);
+    unsigned char *fa = th_read_file(a->saved, &na), *fb = th_read_file(b->saved, &nb);
+    assert_non_null(fa);
+    assert_non_null(fb);
     assert_int_equal(na, nb);
     assert_memory_equal(fa, fb, na);
     free(fa);
@@ -225,26 +213,11 @@ static void two_threads_with_omp_teams(void **state)
     run_pair(2, 3);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    strcpy(tmpdir, "/tmp/test_threads.XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(two_threads_one_omp_thread_each),
         cmocka_unit_test(two_threads_with_omp_teams),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);
 }
