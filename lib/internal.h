@@ -116,6 +116,8 @@ int adadelta__optional_finite(const char *what, double x); /* NaN = unset */
 
 /* ------------------------------------------------------------ schedule.c */
 int adadelta__validate_lr(const adadelta_learning_rate *lr);
+/* Clears lr to a kind, with Keras's defaults and the class's name. */
+void adadelta__lr_start(adadelta_learning_rate *lr, adadelta_lr_kind kind);
 /* The schedule table's JSON, both ways (config_json.c calls them). */
 struct json_t;
 struct json_t *adadelta__schedule_to_json(const adadelta_learning_rate *lr);

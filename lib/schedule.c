@@ -15,24 +15,27 @@
 
 /* ------------------------------------------------------------ evaluation */
 
-static float exponential(const adadelta_learning_rate *lr, float step)
+static float exponential(const adadelta_learning_rate *lr, float step, int64_t raw_step)
 {
+    (void)raw_step;
     float p = step / (float)lr->decay_steps;
     if (lr->staircase)
         p = floorf(p);
     return (float)lr->initial_learning_rate * powf((float)lr->decay_rate, p);
 }
 
-static float inverse_time(const adadelta_learning_rate *lr, float step)
+static float inverse_time(const adadelta_learning_rate *lr, float step, int64_t raw_step)
 {
+    (void)raw_step;
     float p = step / (float)lr->decay_steps;
     if (lr->staircase)
         p = floorf(p);
     return (float)lr->initial_learning_rate / (1.0f + (float)lr->decay_rate * p);
 }
 
-static float polynomial(const adadelta_learning_rate *lr, float step)
+static float polynomial(const adadelta_learning_rate *lr, float step, int64_t raw_step)
 {
+    (void)raw_step;
     float decay_steps = (float)lr->decay_steps;
     if (lr->cycle) {
         float multiplier = step == 0.0f ? 1.0f : ceilf(step / decay_steps);
@@ -46,11 +49,11 @@ static float polynomial(const adadelta_learning_rate *lr, float step)
     return (initial - end) * powf(1.0f - p, (float)lr->power) + end;
 }
 
-static float piecewise(const adadelta_learning_rate *lr, float step_f32, int64_t step)
+static float piecewise(const adadelta_learning_rate *lr, float step_f32, int64_t raw_step)
 {
     (void)step_f32;
     int n = lr->n_boundaries;
-    double s = (double)step;
+    double s = (double)raw_step;
     for (int i = 0; i < n; i++)
         if (s <= lr->boundaries[i])
             return (float)lr->values[i];
@@ -67,8 +70,9 @@ static float cosine_part(const adadelta_learning_rate *lr, float step, float dec
     return from * decayed;
 }
 
-static float cosine(const adadelta_learning_rate *lr, float step)
+static float cosine(const adadelta_learning_rate *lr, float step, int64_t raw_step)
 {
+    (void)raw_step;
     float initial = (float)lr->initial_learning_rate;
     float decay_steps = (float)lr->decay_steps;
     if (!adadelta_is_set(lr->warmup_target)) {
@@ -83,8 +87,9 @@ static float cosine(const adadelta_learning_rate *lr, float step)
     return cosine_part(lr, step - warmup, decay_steps, target);
 }
 
-static float cosine_restarts(const adadelta_learning_rate *lr, float step)
+static float cosine_restarts(const adadelta_learning_rate *lr, float step, int64_t raw_step)
 {
+    (void)raw_step;
     float fraction = step / (float)lr->decay_steps;
     float t_mul = (float)lr->t_mul, m_mul = (float)lr->m_mul;
     float alpha = (float)lr->alpha;
@@ -131,32 +136,6 @@ typedef struct schedule_class {
 #define F(field) offsetof(adadelta_learning_rate, field)
 #define INITIAL {"initial_learning_rate", F(initial_learning_rate), REAL, FINITE, 1}
 
-static float eval_exponential(const adadelta_learning_rate *lr, float s, int64_t r)
-{
-    (void)r;
-    return exponential(lr, s);
-}
-static float eval_inverse_time(const adadelta_learning_rate *lr, float s, int64_t r)
-{
-    (void)r;
-    return inverse_time(lr, s);
-}
-static float eval_polynomial(const adadelta_learning_rate *lr, float s, int64_t r)
-{
-    (void)r;
-    return polynomial(lr, s);
-}
-static float eval_cosine(const adadelta_learning_rate *lr, float s, int64_t r)
-{
-    (void)r;
-    return cosine(lr, s);
-}
-static float eval_cosine_restarts(const adadelta_learning_rate *lr, float s, int64_t r)
-{
-    (void)r;
-    return cosine_restarts(lr, s);
-}
-
 static const schedule_class classes[] = {
     {ADADELTA_LR_EXPONENTIAL_DECAY, "ExponentialDecay", "ExponentialDecay",
      {INITIAL,
@@ -164,14 +143,14 @@ static const schedule_class classes[] = {
       {"decay_rate", F(decay_rate), REAL, FINITE, 1},
       {"staircase", F(staircase), BOOL, ANY, 0},
       {"name", 0, NAME, ANY, 0}},
-     eval_exponential},
+     exponential},
     {ADADELTA_LR_INVERSE_TIME_DECAY, "InverseTimeDecay", "InverseTimeDecay",
      {INITIAL,
       {"decay_steps", F(decay_steps), STEPS, POSITIVE, 1},
       {"decay_rate", F(decay_rate), REAL, FINITE, 1},
       {"staircase", F(staircase), BOOL, ANY, 0},
       {"name", 0, NAME, ANY, 0}},
-     eval_inverse_time},
+     inverse_time},
     {ADADELTA_LR_POLYNOMIAL_DECAY, "PolynomialDecay", "PolynomialDecay",
      {INITIAL,
       {"decay_steps", F(decay_steps), STEPS, POSITIVE, 1},
@@ -179,7 +158,7 @@ static const schedule_class classes[] = {
       {"power", F(power), REAL, FINITE, 0},
       {"cycle", F(cycle), BOOL, ANY, 0},
       {"name", 0, NAME, ANY, 0}},
-     eval_polynomial},
+     polynomial},
     {ADADELTA_LR_PIECEWISE_CONSTANT_DECAY, "PiecewiseConstantDecay", "PiecewiseConstant",
      {{"boundaries", 0, PIECES, ANY, 1}, {"name", 0, NAME, ANY, 0}},
      piecewise},
@@ -190,7 +169,7 @@ static const schedule_class classes[] = {
       {"name", 0, NAME, ANY, 0},
       {"warmup_target", F(warmup_target), OPTIONAL_REAL, OPTIONAL_FINITE, 0},
       {"warmup_steps", F(warmup_steps), STEPS, NONNEGATIVE, 0}},
-     eval_cosine},
+     cosine},
     {ADADELTA_LR_COSINE_DECAY_RESTARTS, "CosineDecayRestarts", "SGDRDecay",
      {INITIAL,
       {"first_decay_steps", F(decay_steps), STEPS, POSITIVE, 1},
@@ -198,7 +177,7 @@ static const schedule_class classes[] = {
       {"m_mul", F(m_mul), REAL, FINITE, 0},
       {"alpha", F(alpha), REAL, FINITE, 0},
       {"name", 0, NAME, ANY, 0}},
-     eval_cosine_restarts},
+     cosine_restarts},
 };
 #define N_CLASSES ((int)(sizeof classes / sizeof classes[0]))
 
@@ -223,9 +202,9 @@ static int *int_at(adadelta_learning_rate *lr, const schedule_key *k)
     return (int *)((char *)lr + k->offset);
 }
 
-/* ------------------------------------------------------------ helpers */
+/* ------------------------------------------------------------ defaults */
 
-static void lr_clear(adadelta_learning_rate *lr)
+void adadelta__lr_start(adadelta_learning_rate *lr, adadelta_lr_kind kind)
 {
     memset(lr, 0, sizeof *lr);
     lr->end_learning_rate = 0.0001;
@@ -233,115 +212,9 @@ static void lr_clear(adadelta_learning_rate *lr)
     lr->warmup_target = ADADELTA_UNSET;
     lr->t_mul = 2.0;
     lr->m_mul = 1.0;
-}
-
-/* Clears lr to a kind with Keras's defaults and the class's name. */
-static void lr_start(adadelta_learning_rate *lr, adadelta_lr_kind kind)
-{
-    lr_clear(lr);
     lr->kind = kind;
     const schedule_class *c = class_of(kind);
     snprintf(lr->name, sizeof lr->name, "%s", c ? c->default_name : "");
-}
-
-void adadelta_lr_constant(adadelta_learning_rate *lr, double value)
-{
-    if (!lr)
-        return;
-    lr_start(lr, ADADELTA_LR_CONSTANT);
-    lr->value = value;
-}
-
-void adadelta_lr_exponential_decay(adadelta_learning_rate *lr, double initial,
-                                   double decay_steps, double decay_rate, int staircase)
-{
-    if (!lr)
-        return;
-    lr_start(lr, ADADELTA_LR_EXPONENTIAL_DECAY);
-    lr->initial_learning_rate = initial;
-    lr->decay_steps = decay_steps;
-    lr->decay_rate = decay_rate;
-    lr->staircase = staircase;
-}
-
-void adadelta_lr_inverse_time_decay(adadelta_learning_rate *lr, double initial,
-                                    double decay_steps, double decay_rate, int staircase)
-{
-    if (!lr)
-        return;
-    adadelta_lr_exponential_decay(lr, initial, decay_steps, decay_rate, staircase);
-    lr->kind = ADADELTA_LR_INVERSE_TIME_DECAY;
-    snprintf(lr->name, sizeof lr->name, "%s", class_of(lr->kind)->default_name);
-}
-
-void adadelta_lr_polynomial_decay(adadelta_learning_rate *lr, double initial,
-                                  double decay_steps, double end_learning_rate, double power,
-                                  int cycle)
-{
-    if (!lr)
-        return;
-    lr_start(lr, ADADELTA_LR_POLYNOMIAL_DECAY);
-    lr->initial_learning_rate = initial;
-    lr->decay_steps = decay_steps;
-    lr->end_learning_rate = end_learning_rate;
-    lr->power = power;
-    lr->cycle = cycle;
-}
-
-int adadelta_lr_piecewise_constant_decay(adadelta_learning_rate *lr, int n_boundaries,
-                                         const double *boundaries, const double *values)
-{
-    if (!lr || (n_boundaries > 0 && !boundaries) || !values)
-        return adadelta__fail(ADADELTA_EINVAL, "PiecewiseConstantDecay: NULL argument");
-    if (n_boundaries < 0 || n_boundaries > ADADELTA_MAX_PIECES)
-        return adadelta__fail(ADADELTA_EINVAL,
-                              "PiecewiseConstantDecay: %d boundaries is "
-                              "outside [0, %d]",
-                              n_boundaries, ADADELTA_MAX_PIECES);
-    lr_start(lr, ADADELTA_LR_PIECEWISE_CONSTANT_DECAY);
-    lr->n_boundaries = n_boundaries;
-    for (int i = 0; i < n_boundaries; i++)
-        lr->boundaries[i] = boundaries[i];
-    for (int i = 0; i <= n_boundaries; i++)
-        lr->values[i] = values[i];
-    return ADADELTA_OK;
-}
-
-void adadelta_lr_cosine_decay(adadelta_learning_rate *lr, double initial, double decay_steps,
-                              double alpha, double warmup_target, double warmup_steps)
-{
-    if (!lr)
-        return;
-    lr_start(lr, ADADELTA_LR_COSINE_DECAY);
-    lr->initial_learning_rate = initial;
-    lr->decay_steps = decay_steps;
-    lr->alpha = alpha;
-    lr->warmup_target = warmup_target;
-    lr->warmup_steps = warmup_steps;
-}
-
-void adadelta_lr_cosine_decay_restarts(adadelta_learning_rate *lr, double initial,
-                                       double first_decay_steps, double t_mul, double m_mul,
-                                       double alpha)
-{
-    if (!lr)
-        return;
-    lr_start(lr, ADADELTA_LR_COSINE_DECAY_RESTARTS);
-    lr->initial_learning_rate = initial;
-    lr->decay_steps = first_decay_steps;
-    lr->t_mul = t_mul;
-    lr->m_mul = m_mul;
-    lr->alpha = alpha;
-}
-
-void adadelta_lr_from_callback(adadelta_learning_rate *lr, adadelta_lr_callback fn,
-                               void *user_data)
-{
-    if (!lr)
-        return;
-    lr_start(lr, ADADELTA_LR_CALLBACK);
-    lr->callback = fn;
-    lr->user_data = user_data;
 }
 
 /* ------------------------------------------------------------ evaluation */
@@ -561,7 +434,7 @@ int adadelta__schedule_from_json(json_t *v, adadelta_learning_rate *lr)
     const char *name = json_string_value(cls);
     for (int i = 0; i < N_CLASSES; i++)
         if (!strcmp(name, classes[i].class_name)) {
-            lr_start(lr, classes[i].kind);
+            adadelta__lr_start(lr, classes[i].kind);
             return class_from_json(o, &classes[i], lr);
         }
     return adadelta__fail(ADADELTA_EINVAL,

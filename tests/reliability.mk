@@ -11,7 +11,6 @@
 #   once give the bytes of two runs one after the other.
 # The fuzzing harnesses and their corpus smoke run: tests/fuzz/Makefile.am.
 check_PROGRAMS += test_safetensors test_bad_inputs test_threads_independent
-TESTS += test_safetensors test_bad_inputs test_threads_independent
 test_safetensors_SOURCES = test_safetensors.c $(HARNESS)
 test_bad_inputs_SOURCES = test_bad_inputs.c $(HARNESS)
 test_threads_independent_SOURCES = test_threads_independent.c $(HARNESS)

@@ -1,6 +1,8 @@
 /* test_conformance.c - adadelta-replay over every case in data/keras and
  * data/torch, compared with the expected states within each case's
- * tolerance; and its output file byte-identical for 1, 2, 3, 4, 7 threads. */
+ * tolerance, once per kernel the machine runs (ADADELTA_KERNEL), with the
+ * output files byte-identical across the kernels; and byte-identical for
+ * 1, 2, 3, 4, 7 threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -119,7 +121,72 @@ static int compare(const char *expected_path, const char *got_path, double rtol,
     return failures;
 }
 
+/* The kernels of adadelta.h; which of them this machine runs. */
+static const char *const kernels[] = {"default", "avx2", "avx512f"};
+#define N_KERNELS 3
+
+/* 1 if the replay driver runs kernel k when asked (its --version says). */
+static int kernel_runs(const char *k)
+{
+    char cmd[1200], line[256] = "", want[64];
+    snprintf(cmd, sizeof cmd, "ADADELTA_KERNEL=%s '%s' --version", k, th_replay_path());
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    if (!fgets(line, sizeof line, p))
+        line[0] = '\0';
+    assert_int_equal(pclose(p), 0);
+    snprintf(want, sizeof want, "(kernel %s)", k);
+    return strstr(line, want) != NULL;
+}
+
+static void check_suite_with(const char *suite, const char *kernel, int *n_cases);
+
+/* Every case of a suite with every kernel; outputs equal across kernels. */
 static void check_suite(const char *suite, int *n_cases)
+{
+    int ran = 0;
+    for (int k = 0; k < N_KERNELS; k++) {
+        if (!kernel_runs(kernels[k])) {
+            fprintf(stderr, "%s: kernel %s: not supported here\n", suite, kernels[k]);
+            continue;
+        }
+        setenv("ADADELTA_KERNEL", kernels[k], 1);
+        int n = 0;
+        check_suite_with(suite, kernels[k], &n);
+        unsetenv("ADADELTA_KERNEL");
+        assert_true(ran == 0 || n == *n_cases);
+        *n_cases = n;
+        ran++;
+    }
+    assert_true(ran >= 1); /* default always runs */
+    fprintf(stderr, "%s: %d case(s) with %d kernel(s), outputs byte-identical\n", suite,
+            *n_cases, ran);
+}
+
+/* Output file of a case with a kernel; the first kernel's is the reference. */
+static void output_path(char *buf, size_t n, const char *kernel, const char *name)
+{
+    snprintf(buf, n, "%s/%s-%s.safetensors", th_tmpdir(), kernel, name);
+}
+
+static void same_as_default_kernel(const char *kernel, const char *name)
+{
+    if (!strcmp(kernel, "default"))
+        return;
+    char ref_path[1400], got_path[1400];
+    output_path(ref_path, sizeof ref_path, "default", name);
+    output_path(got_path, sizeof got_path, kernel, name);
+    size_t ref_len, len;
+    unsigned char *ref = th_read_file(ref_path, &ref_len), *got = th_read_file(got_path, &len);
+    assert_non_null(ref);
+    assert_non_null(got);
+    if (len != ref_len || memcmp(ref, got, len) != 0)
+        fail_msg("%s: kernel %s writes other bytes than kernel default", name, kernel);
+    free(ref);
+    free(got);
+}
+
+static void check_suite_with(const char *suite, const char *kernel, int *n_cases)
 {
     char dirpath[1024];
     snprintf(dirpath, sizeof dirpath, "%s/%s", data_dir(), suite);
@@ -132,7 +199,7 @@ static void check_suite(const char *suite, int *n_cases)
             continue;
         char dir[1400], out[1400], casefile[1500];
         snprintf(dir, sizeof dir, "%s/%s", dirpath, e->d_name);
-        snprintf(out, sizeof out, "%s/%s.safetensors", th_tmpdir(), e->d_name);
+        output_path(out, sizeof out, kernel, e->d_name);
         snprintf(casefile, sizeof casefile, "%s/case.json", dir);
         json_error_t err;
         json_t *c = json_load_file(casefile, 0, &err);
@@ -145,8 +212,10 @@ static void check_suite(const char *suite, int *n_cases)
         char expected[1500];
         snprintf(expected, sizeof expected, "%s/expected.safetensors", dir);
         int f = st == 0 ? compare(expected, out, rtol, atol) : 1;
-        fprintf(stderr, "%s/%s: %s\n", suite, e->d_name, f ? "FAIL" : "ok");
+        fprintf(stderr, "%s/%s (kernel %s): %s\n", suite, e->d_name, kernel, f ? "FAIL" : "ok");
         failures += f != 0;
+        if (!f)
+            same_as_default_kernel(kernel, e->d_name);
         (*n_cases)++;
     }
     closedir(d);

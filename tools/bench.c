@@ -460,10 +460,10 @@ int main(int argc, char **argv)
            "\"limit_seconds_per_step\":%.6g,"
            "\"limit_elements_per_second\":%.6g,\"fraction_of_limit\":%.4f,"
            "\"bytes_per_element\":%d,\"limit_bytes_per_second\":%.6g,"
-           "\"version\":\"%s\"}\n",
+           "\"version\":\"%s\",\"kernel\":\"%s\"}\n",
            (long long)o.elements, (long long)o.tensors, o.threads, o.features,
            o.steps, o.rounds, t_lib, eps_lib, t_lim, eps_lim, eps_lib / eps_lim, bpe,
-           eps_lim * bpe, adadelta_version_string());
+           eps_lim * bpe, adadelta_version_string(), adadelta_kernel());
     fflush(stdout);
     free(lib);
     free(lim);

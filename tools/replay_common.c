@@ -56,6 +56,9 @@ int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
         } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage_line(argv[0]);
             exit(0);
+        } else if (!strcmp(a, "--version")) {
+            replay_print_version(argv[0]);
+            exit(0);
         } else {
             fprintf(stderr, "%s: unknown option '%s' (see --help)\n", argv[0], a);
             return EXIT_USAGE;
@@ -79,6 +82,13 @@ int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
         return EXIT_USAGE;
     }
     return 0;
+}
+
+void replay_print_version(const char *argv0)
+{
+    const char *slash = strrchr(argv0, '/');
+    printf("%s %s (kernel %s)\n", slash ? slash + 1 : argv0, adadelta_version_string(),
+           adadelta_kernel());
 }
 
 int replay_exit_code(int status)

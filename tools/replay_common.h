@@ -19,6 +19,9 @@ typedef struct replay_opts {
  * accepts --mode (the MPI driver). */
 int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o);
 
+/* "adadelta-replay 0.1.0 (kernel avx512f)" on stdout (--version). */
+void replay_print_version(const char *argv0);
+
 /* The exit status for a library status. */
 int replay_exit_code(int status);
 
