@@ -7,15 +7,16 @@
  * time instead of calling functions whose meaning changed.
  *
  * A data-parallel step is split around the gradient reduction:
- *   begin         local checks; what the call does (an update, whose
- *                 gradients are reduced, or an accumulation-only call) and
- *                 whether this process saw a non-finite gradient. Changes
- *                 nothing.
+ *   plan          what the next call does (an update, whose gradients are
+ *                 reduced, or an accumulation-only call), from the state
+ *                 alone: the same on every process.
+ *   begin         plan, then the local checks of the gradients and whether
+ *                 this process saw a non-finite one. Changes nothing.
  *   contribute    this process's contribution t = g / loss_scale (+ local
  *                 accumulator) of a range of variables, written at their
  *                 flat offsets into a buffer holding every variable.
- *   sum_squares   the norm partials (one double per shard, zero on shards
- *                 this process does not own) of the reduced mean, so that
+ *   sum_squares   the norm partials (one double per shard) of the reduced
+ *                 mean on a range of shards, zero on the others, so that
  *                 their sum over processes is exact whatever its order.
  *   finish        with the collective non-finite flag and the summed
  *                 partials: refuses (check_finite), skips (loss scale),
@@ -34,7 +35,7 @@
 
 #include <stdarg.h>
 
-#define ADADELTA_PRIVATE_VERSION 2
+#define ADADELTA_PRIVATE_VERSION 3
 
 typedef struct adadelta_dist_step {
     int update;         /* 1: reduce and apply; 0: accumulation only */
@@ -73,10 +74,12 @@ typedef struct adadelta_private {
                             void (*fn)(int64_t lo, int64_t hi, void *ctx), void *ctx);
 
     /* The split step (see above). */
+    void (*plan)(const adadelta *opt, adadelta_dist_step *st);
     int (*begin)(adadelta *opt, const float *const *grads, adadelta_dist_step *st);
     void (*contribute)(adadelta *opt, const adadelta_dist_step *st, int v_lo, int v_hi,
                        float *flat_dst);
-    void (*sum_squares)(adadelta *opt, adadelta_dist_step *st, const float *flat_mean);
+    void (*sum_squares)(adadelta *opt, adadelta_dist_step *st, const float *flat_mean, int s_lo,
+                        int s_hi);
     double *(*partials)(adadelta *opt); /* num_shards entries */
     int (*finish)(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
                   const float *flat_mean);

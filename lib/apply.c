@@ -62,7 +62,7 @@ static void shard_ema(adadelta *opt, int s, void *vctx)
                         adadelta__slot_at(var, ADADELTA_SLOT_EMA, sh->begin));
 }
 
-static void shard_sum_squares(adadelta *opt, int s, void *vctx)
+void adadelta__shard_sum_squares(adadelta *opt, int s, void *vctx)
 {
     adadelta_call *c = vctx;
     const adadelta_shard *sh = &opt->shards[s];
@@ -118,7 +118,7 @@ void adadelta__accumulate_call(adadelta *opt, adadelta_call *c)
 
 void adadelta__sum_squares(adadelta *opt, adadelta_call *c)
 {
-    adadelta__for_each_shard(opt, shard_sum_squares, c);
+    adadelta__for_each_shard(opt, adadelta__shard_sum_squares, c);
 }
 
 void adadelta__update_call(adadelta *opt, adadelta_call *c)

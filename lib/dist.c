@@ -9,23 +9,30 @@
 
 /* -------------------------------------------------------- split step */
 
+/* What the next call does, from the optimizer's state alone (the same on
+ * every process): filled even when the gradients are then refused. */
+static void plan_step(const adadelta *opt, adadelta_dist_step *st)
+{
+    memset(st, 0, sizeof *st);
+    st->finite_matters = opt->cfg.check_finite || opt->cfg.dynamic_loss_scale;
+    st->update = !adadelta__is_accumulation_only(opt);
+    st->needs_norms = st->update && adadelta__needs_norms(&opt->cfg);
+    adadelta__set_divisor(opt, &st->p);
+}
+
 static int dist_begin(adadelta *opt, const float *const *grads, adadelta_dist_step *st)
 {
+    plan_step(opt, st);
     int rc = adadelta__check_grads(opt, grads, "apply");
     if (rc || (rc = adadelta__build(opt)))
         return rc;
-    memset(st, 0, sizeof *st);
     st->grads = grads;
-    st->finite_matters = opt->cfg.check_finite || opt->cfg.dynamic_loss_scale;
     if (st->finite_matters) {
         adadelta_call c;
         memset(&c, 0, sizeof c);
         c.grads = grads;
         st->nonfinite = !adadelta__grads_finite(opt, &c);
     }
-    st->update = !adadelta__is_accumulation_only(opt);
-    st->needs_norms = st->update && adadelta__needs_norms(&opt->cfg);
-    adadelta__set_divisor(opt, &st->p);
     return ADADELTA_OK;
 }
 
@@ -83,16 +90,30 @@ static void mean_call(adadelta *opt, const adadelta_dist_step *st, const float *
     }
 }
 
-static void dist_sum_squares(adadelta *opt, adadelta_dist_step *st, const float *mean)
-{
+typedef struct range_ctx {
     adadelta_call c;
-    mean_call(opt, st, mean, &c);
-    adadelta__sum_squares(opt, &c);
-    /* Zero elsewhere, so a sum over the processes is exact in any order. */
-    for (int s = 0; s < opt->own_lo; s++)
+    int s_lo, s_hi;
+} range_ctx;
+
+static void shard_sum_squares_in(adadelta *opt, int s, void *vctx)
+{
+    range_ctx *r = vctx;
+    if (s >= r->s_lo && s < r->s_hi)
+        adadelta__shard_sum_squares(opt, s, &r->c);
+}
+
+/* Partials of shards [s_lo, s_hi) from the mean; zero elsewhere, so a sum
+ * over the processes is exact in any order. */
+static void dist_sum_squares(adadelta *opt, adadelta_dist_step *st, const float *mean, int s_lo,
+                             int s_hi)
+{
+    range_ctx r;
+    mean_call(opt, st, mean, &r.c);
+    r.s_lo = s_lo;
+    r.s_hi = s_hi;
+    for (int s = 0; s < opt->n_shards; s++)
         opt->partials[s] = 0.0;
-    for (int s = opt->own_hi; s < opt->n_shards; s++)
-        opt->partials[s] = 0.0;
+    adadelta__for_all_shards(opt, shard_sum_squares_in, &r);
 }
 
 static void shard_zero_accumulator(adadelta *opt, int s, void *vctx)
@@ -214,6 +235,7 @@ static int dist_num_shards(const adadelta *opt) { return opt->n_shards; }
 static double *dist_partials(adadelta *opt) { return opt->partials; }
 static int dist_vars_changed(const adadelta *opt) { return opt->vars_changed; }
 static void dist_set_wrapped(adadelta *opt, int on) { opt->wrapped = on != 0; }
+static void dist_plan(const adadelta *opt, adadelta_dist_step *st) { plan_step(opt, st); }
 
 static int64_t dist_variable_offset(const adadelta *opt, int v)
 {
@@ -231,6 +253,7 @@ static const adadelta_private private_table = {
     .own_shards = dist_own_shards,
     .set_wrapped = dist_set_wrapped,
     .parallel_blocks = adadelta__parallel_blocks,
+    .plan = dist_plan,
     .begin = dist_begin,
     .contribute = dist_contribute,
     .sum_squares = dist_sum_squares,

@@ -198,8 +198,10 @@ int adadelta__check_grads(const adadelta *opt, const float *const *grads, const 
 int adadelta__grads_finite(adadelta *opt, adadelta_call *c);
 /* An accumulation-only call: acc += g / scale, EMA, counters. */
 void adadelta__accumulate_call(adadelta *opt, adadelta_call *c);
-/* The norm partials of the call's gradients over the owned shards. */
+/* The norm partials of the call's gradients over the owned shards; one
+ * shard's (a shard function taking the call). */
 void adadelta__sum_squares(adadelta *opt, adadelta_call *c);
+void adadelta__shard_sum_squares(adadelta *opt, int s, void *call);
 /* Clip constants (norms in opt->partials), the step over the owned shards,
  * EMA and counters. */
 void adadelta__update_call(adadelta *opt, adadelta_call *c);

@@ -20,8 +20,8 @@
  * return the same status on every rank (add_variable, exclude, set_threads
  * and the getters are local; exclude only before the first apply). Thread safety as
  * adadelta.h: one optimizer per thread at a time, and MPI must allow the
- * calling thread. Limits: float32 variables, at most INT_MAX elements in all
- * (MPI counts are int).
+ * calling thread. Limits: float32 variables; any number of elements (MPI
+ * calls are cut into chunks whose int counts fit).
  */
 #ifndef ADADELTA_MPI_H
 #define ADADELTA_MPI_H
@@ -78,6 +78,42 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_check_agreement(adadelta_mpi *opt);
  * none; all ranks must agree on which are NULL). */
 ADADELTA_MPI_EXTERN int adadelta_mpi_apply(adadelta_mpi *opt, const float *const *grads);
 ADADELTA_MPI_EXTERN int adadelta_mpi_finalize_variable_values(adadelta_mpi *opt);
+
+/* The same step overlapped with the backward pass (DDP's and Horovod's
+ * buckets): begin_step, then grad_ready once per variable, in any order,
+ * as the backward pass produces the gradients (NULL: no gradient, Keras's
+ * None), then end_step. Gradients are grouped into buckets of about
+ * adadelta_mpi_set_bucket_bytes() (from the last variable back); a
+ * bucket's reduction starts as soon as all its variables are ready and
+ * advances during later grad_ready calls. A gradient's memory must stay
+ * unchanged until end_step returns. The result is byte-identical to
+ * adadelta_mpi_apply with the same gradients. begin_step and end_step are
+ * collective; grad_ready is local. Misuse (a variable reported twice or
+ * never, apply inside an open step) is refused where it happens, and
+ * end_step then fails on every rank with the same status. */
+ADADELTA_MPI_EXTERN int adadelta_mpi_begin_step(adadelta_mpi *opt);
+ADADELTA_MPI_EXTERN int adadelta_mpi_grad_ready(adadelta_mpi *opt, int index, const float *grad);
+ADADELTA_MPI_EXTERN int adadelta_mpi_end_step(adadelta_mpi *opt);
+
+/* Bucket size of the overlapped step, before the first step (default
+ * 4 MiB). Local; every rank must set the same. */
+ADADELTA_MPI_EXTERN int adadelta_mpi_set_bucket_bytes(adadelta_mpi *opt, int64_t bytes);
+
+/* Stall watchdog: a wait of the layer that lasts longer than `seconds`
+ * (default 1800, or ADADELTA_MPI_TIMEOUT in the environment; 0 = never)
+ * prints what it waited for and which ranks have not arrived, then aborts
+ * the job (MPI_Abort), so a rank that stopped calling ends mpirun with an
+ * error instead of a hang. Local. */
+ADADELTA_MPI_EXTERN int adadelta_mpi_set_timeout(adadelta_mpi *opt, double seconds);
+
+/* The reduction engine in use: "shm" (a shared-memory window: every rank
+ * on one node), "p2p" (MPI collectives), or "none" before the first step.
+ * ADADELTA_MPI_SHM=0|1 in the environment forces p2p, or shm where
+ * possible. */
+ADADELTA_MPI_EXTERN const char *adadelta_mpi_engine(const adadelta_mpi *opt);
+/* Per-step agreements made so far (one small collective, or one
+ * shared-memory exchange, per step). */
+ADADELTA_MPI_EXTERN unsigned long adadelta_mpi_agreements(const adadelta_mpi *opt);
 
 /* Debug: compares a checksum of variables and optimizer state across ranks;
  * ADADELTA_EMISMATCH on every rank if any rank differs. When enabled, it

@@ -1,93 +1,175 @@
 /* apply.c - one data-parallel step and finalize_variable_values.
  *
- * A step: the core's local checks; one small collective that agrees on
- * which gradients are present (every rank must pass the same None
- * gradients) and whether any rank saw a non-finite gradient; then, for an
- * update call, the contributions, their rank-order mean through the
- * engine, the norm partials summed over ranks when sharded, the update on
- * the owned shards and, when sharded, the allgather of the variables. */
+ * A step, the same for both engines and both entry points (apply, and the
+ * overlap API's end_step):
+ *   1. the core's local checks and what the call does (an update, whose
+ *      gradients are reduced, or an accumulation-only call: the same on
+ *      every rank, from the state);
+ *   2. an update's contributions, bucket by bucket, and their rank-order
+ *      mean on this rank's range (reduce engine);
+ *   3. the norm partials of this range, when clipping needs norms;
+ *   4. one exchange of the step flags (which gradients are present, a
+ *      rank without gradients or with a non-finite one, the partials):
+ *      every rank sees the same combined flags, so every rank takes the
+ *      same decision and returns the same status;
+ *   5. the update (or accumulation, skip, refusal) on the owned shards,
+ *      reading the mean; in sharded mode the allgather of the variables.
+ * Every rank makes the same engine calls in the same order whatever its
+ * own inputs, so nothing can hang on a rank's bad input. */
 #include "mpi_internal.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
-/* flags[v] = has(v), flags[n + v] = !has(v), flags[2n] = grads given,
- * flags[2n + 1] = all finite; MIN over ranks. */
-static void agree_flags(adadelta_mpi *m, const float *const *grads, int nonfinite)
+void adadelta_mpi__contribute_bucket(adadelta_mpi *m, const adadelta_dist_step *st,
+                                     const float *const *grads, int b)
 {
-    int n = m->nv;
-    unsigned char *p = m->flags;
-    for (int v = 0; v < n; v++) {
-        int has = grads && grads[v] != NULL;
-        p[v] = (unsigned char)has;
-        p[n + v] = (unsigned char)!has;
-    }
-    p[2 * n] = grads != NULL;
-    p[2 * n + 1] = !nonfinite;
-    MPI_Allreduce(MPI_IN_PLACE, p, 2 * n + 2, MPI_UNSIGNED_CHAR, MPI_MIN, m->comm);
-}
-
-/* The agreed flags as a status: NULL grads anywhere, then None gradients
- * that differ between ranks. */
-static int flags_status(const adadelta_mpi *m, const float *const *grads)
-{
-    int n = m->nv;
-    const unsigned char *p = m->flags;
-    if (!p[2 * n])
-        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_apply: grads is NULL on %s rank",
-                                  grads ? "another" : "this");
-    for (int v = 0; v < n; v++)
-        if (p[v] + p[n + v] != 1)
-            return adadelta_mpi__fail(
-                ADADELTA_EMISMATCH,
-                "adadelta_mpi_apply: ranks disagree on whether variable '%s' has a "
-                "gradient (None on some ranks only); every rank must pass the same "
-                "None gradients",
-                adadelta_variable_name(m->core, v));
-    return 0;
-}
-
-/* Contributions of the present variables; zeros for the absent ones, so
- * the buffers never carry stale values. */
-static float *contribute(adadelta_mpi *m, const adadelta_dist_step *st,
-                         const float *const *grads)
-{
+    bucket *bk = &m->buckets[b];
+    m->engine->reserve(m, b);
     float *send = m->engine->contributions(m);
-    for (int v = 0; v < m->nv; v++)
-        if (!grads[v] && m->voff[v + 1] > m->voff[v])
+    for (int v = bk->v_lo; v < bk->v_hi; v++)
+        if ((!grads || !grads[v]) && m->voff[v + 1] > m->voff[v])
             memset(send + m->voff[v], 0, (size_t)(m->voff[v + 1] - m->voff[v]) * sizeof(float));
-    CORE->contribute(m->core, st, 0, m->nv, send);
-    return send;
+    if (grads && st->grads)
+        CORE->contribute(m->core, st, bk->v_lo, bk->v_hi, send);
+    bk->started = 1;
+    m->engine->start(m, b);
 }
 
-static int step(adadelta_mpi *m, const float *const *grads)
+float *adadelta_mpi__begin_reduction(adadelta_mpi *m)
 {
-    adadelta_dist_step st;
-    memset(&st, 0, sizeof st);
-    int local = grads ? CORE->begin(m->core, grads, &st) : 0;
-    agree_flags(m, grads, st.nonfinite);
-    int rc = flags_status(m, grads);
-    if (rc)
-        return rc;
-    if (local) /* presence agreed: the same status (ENOGRAD) everywhere */
-        return local;
-    int any_nonfinite = st.finite_matters && !m->flags[2 * m->nv + 1];
-    int sharded = m->mode == ADADELTA_MPI_SHARDED;
-    const float *mean = NULL;
-    if (st.update && !any_nonfinite) {
-        contribute(m, &st, grads);
-        mean = m->engine->mean(m, !sharded);
-        if (st.needs_norms) {
-            CORE->sum_squares(m->core, &st, mean);
-            if (sharded) /* each partial is non-zero on one rank: exact */
-                MPI_Allreduce(MPI_IN_PLACE, CORE->partials(m->core),
-                              CORE->num_shards(m->core), MPI_DOUBLE, MPI_SUM, m->comm);
+    for (int b = 0; b < m->n_buckets; b++)
+        m->engine->reserve(m, b);
+    return m->engine->contributions(m);
+}
+
+float *adadelta_mpi__end_reduction(adadelta_mpi *m)
+{
+    for (int b = 0; b < m->n_buckets; b++) {
+        m->buckets[b].started = 1;
+        m->engine->start(m, b);
+    }
+    m->engine->finish(m);
+    m->engine->end(m);
+    for (int b = 0; b < m->n_buckets; b++)
+        m->buckets[b].started = 0;
+    return m->engine->mean(m);
+}
+
+static uint64_t presence_hash(const adadelta_mpi *m, const float *const *grads)
+{
+    uint64_t h = ADADELTA_MPI_HASH_START;
+    unsigned char chunk[256];
+    int n = 0;
+    for (int v = 0; v < m->nv; v++) {
+        chunk[n++] = grads && grads[v] ? 1 : 0;
+        if (n == (int)sizeof chunk || v == m->nv - 1) {
+            h = adadelta_mpi__hash(h, chunk, (size_t)n);
+            n = 0;
         }
     }
-    if ((rc = CORE->finish(m->core, &st, any_nonfinite, mean)))
-        return rc;
-    if (sharded && CORE->vars_changed(m->core))
+    return h;
+}
+
+/* The variable whose presence differs between ranks, named (a mismatch
+ * only: one more collective, made by every rank). */
+static int presence_mismatch(adadelta_mpi *m, const float *const *grads)
+{
+    int first = m->nv, v;
+    for (v = 0; v < m->nv; v++) {
+        int has = grads && grads[v], lo, hi;
+        int pair[2] = {has, -has}, got[2];
+        MPI_Allreduce(pair, got, 2, MPI_INT, MPI_MIN, m->comm);
+        lo = got[0];
+        hi = -got[1];
+        if (lo != hi) {
+            first = v;
+            break;
+        }
+    }
+    return adadelta_mpi__fail(ADADELTA_EMISMATCH,
+                              "adadelta_mpi_apply: ranks disagree on whether variable '%s' has a "
+                              "gradient (None on some ranks only); every rank must pass the same "
+                              "None gradients",
+                              first < m->nv ? adadelta_variable_name(m->core, first) : "?");
+}
+
+/* 3. and 4.: this rank's flags, combined over the ranks. */
+static void exchange_flags(adadelta_mpi *m, adadelta_dist_step *st, const float *const *grads,
+                           const float *mean, int overlapped)
+{
+    step_flags *f = m->flags;
+    f->presence_min = f->presence_max = presence_hash(m, grads);
+    f->grads_null = grads == NULL;
+    f->nonfinite = st->nonfinite;
+    f->error_rank = INT32_MAX;
+    if (overlapped && m->ostep.error_status) {
+        f->error_rank = m->rank;
+        f->error_status = m->ostep.error_status;
+        memcpy(f->error, m->ostep.error, sizeof f->error);
+    }
+    int np = f->n_partials;
+    memset(f->partials, 0, (size_t)np * sizeof(double));
+    if (np && st->update && st->grads) {
+        CORE->sum_squares(m->core, st, mean, m->bounds[m->rank], m->bounds[m->rank + 1]);
+        memcpy(f->partials, CORE->partials(m->core), (size_t)np * sizeof(double));
+    }
+    m->flags_all->n_partials = np;
+    m->engine->exchange(m);
+    m->small_collectives++;
+}
+
+/* 5.: the decision every rank takes from the same combined flags. */
+static int decide(adadelta_mpi *m, adadelta_dist_step *st, const float *const *grads,
+                  int local_rc)
+{
+    const step_flags *all = m->flags_all;
+    if (all->error_rank != INT32_MAX)
+        return all->error_rank == m->rank
+                   ? adadelta_mpi__fail(all->error_status, "%s", all->error)
+                   : adadelta_mpi__fail(all->error_status, "rank %d: %s", (int)all->error_rank,
+                                        all->error);
+    if (all->grads_null)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_apply: grads is NULL on %s rank",
+                                  grads ? "another" : "this");
+    if (all->presence_min != all->presence_max)
+        return presence_mismatch(m, grads);
+    if (local_rc) /* presence agreed: the same status (ENOGRAD) everywhere */
+        return local_rc;
+    int any_nonfinite = st->finite_matters && all->nonfinite;
+    const float *mean = NULL;
+    if (st->update && !any_nonfinite) {
+        m->engine->complete_mean(m);
+        mean = m->engine->mean(m);
+        if (all->n_partials)
+            memcpy(CORE->partials(m->core), all->partials,
+                   (size_t)all->n_partials * sizeof(double));
+    }
+    return CORE->finish(m->core, st, any_nonfinite, mean);
+}
+
+int adadelta_mpi__step(adadelta_mpi *m, const float *const *grads, int overlapped)
+{
+    adadelta_dist_step st;
+    int local = grads ? CORE->begin(m->core, grads, &st) : (CORE->plan(m->core, &st), 0);
+    if (local)
+        st.grads = NULL; /* refused here: this rank contributes zeros */
+    if (st.update) {
+        for (int b = 0; b < m->n_buckets; b++)
+            if (!m->buckets[b].started)
+                adadelta_mpi__contribute_bucket(m, &st, local ? NULL : grads, b);
+        m->engine->finish(m);
+    }
+    exchange_flags(m, &st, grads, m->engine->mean(m), overlapped);
+    int rc = decide(m, &st, grads, local);
+    m->engine->end(m);
+    m->steps++;
+    for (int b = 0; b < m->n_buckets; b++)
+        m->buckets[b].started = 0;
+    if (!rc && m->mode == ADADELTA_MPI_SHARDED && CORE->vars_changed(m->core))
         m->engine->gather_variables(m);
-    return 0;
+    return rc;
 }
 
 int adadelta_mpi_apply(adadelta_mpi *m, const float *const *grads)
@@ -95,13 +177,17 @@ int adadelta_mpi_apply(adadelta_mpi *m, const float *const *grads)
     adadelta_mpi__clear_error();
     if (!m)
         return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_apply: NULL");
+    if (m->ostep.open)
+        return adadelta_mpi__fail(ADADELTA_ESTATE,
+                                  "adadelta_mpi_apply: an overlapped step is open "
+                                  "(adadelta_mpi_begin_step without end_step)");
     int first = !m->ready;
     int rc = adadelta_mpi__ensure_ready(m);
     if (rc)
         return rc;
     if (first && m->check && (rc = adadelta_mpi__check_identical(m, "before the first apply")))
         return rc;
-    if ((rc = step(m, grads)))
+    if ((rc = adadelta_mpi__step(m, grads, 0)))
         return rc;
     if (m->check && (rc = adadelta_mpi__check_identical(m, "after apply")))
         return rc;

@@ -42,6 +42,13 @@ static int wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode, int local
     CORE->set_wrapped(core, 1);
     const char *env = getenv("ADADELTA_MPI_CHECK");
     m->check = env && *env && strcmp(env, "0") != 0;
+    env = getenv("ADADELTA_MPI_SHM");
+    m->shm_wanted = env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "1") ? 1 : -1;
+    m->bucket_bytes = ADADELTA_MPI_DEFAULT_BUCKET_BYTES;
+    env = getenv("ADADELTA_MPI_TIMEOUT");
+    char *end = NULL;
+    double t = env ? strtod(env, &end) : 0;
+    m->timeout = env && end != env && *end == '\0' && t >= 0 ? t : ADADELTA_MPI_DEFAULT_TIMEOUT;
     *out = m;
     return 0;
 }
@@ -134,6 +141,42 @@ int adadelta_mpi_exclude_from_weight_decay(adadelta_mpi *m, const int *indices, 
                                   "first apply");
     return adadelta_exclude_from_weight_decay(m->core, indices, n_indices, names, n_names);
 }
+
+int adadelta_mpi_set_bucket_bytes(adadelta_mpi *m, int64_t bytes)
+{
+    adadelta_mpi__clear_error();
+    if (!m)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_set_bucket_bytes: NULL");
+    if (m->ready)
+        return adadelta_mpi__fail(ADADELTA_ESTATE,
+                                  "adadelta_mpi_set_bucket_bytes: only before the first step");
+    if (bytes < 1)
+        return adadelta_mpi__fail(ADADELTA_EINVAL,
+                                  "adadelta_mpi_set_bucket_bytes: bytes = %lld must be >= 1",
+                                  (long long)bytes);
+    m->bucket_bytes = bytes;
+    return 0;
+}
+
+int adadelta_mpi_set_timeout(adadelta_mpi *m, double seconds)
+{
+    adadelta_mpi__clear_error();
+    if (!m)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_set_timeout: NULL");
+    if (!(seconds >= 0) || seconds > 1e9)
+        return adadelta_mpi__fail(ADADELTA_EINVAL,
+                                  "adadelta_mpi_set_timeout: seconds = %g is outside [0, 1e9]",
+                                  seconds);
+    m->timeout = seconds;
+    return 0;
+}
+
+const char *adadelta_mpi_engine(const adadelta_mpi *m)
+{
+    return m && m->engine ? m->engine->name : "none";
+}
+
+unsigned long adadelta_mpi_agreements(const adadelta_mpi *m) { return m ? m->small_collectives : 0; }
 
 size_t adadelta_mpi_state_bytes(const adadelta_mpi *m)
 {

@@ -18,6 +18,46 @@ const adadelta_private *adadelta_mpi__core_interface(void);
 
 typedef struct reduce_engine reduce_engine;
 
+/* Defaults of the settings (README's MPI section says why). */
+#define ADADELTA_MPI_DEFAULT_BUCKET_BYTES ((int64_t)4 << 20)
+#define ADADELTA_MPI_DEFAULT_TIMEOUT 1800.0
+
+/* A bucket: consecutive whole variables whose gradients are reduced
+ * together (the overlap API starts a bucket's reduction when all its
+ * variables are ready). */
+typedef struct bucket {
+    int v_lo, v_hi;    /* variables [v_lo, v_hi) */
+    int64_t lo, hi;    /* their flat range */
+    int missing;       /* variables not reported yet in the open step */
+    int started;       /* its reduction has started this step */
+} bucket;
+
+/* What the ranks agree on at every step, combined over ranks by an
+ * exchange: exact whatever the order (min, max, or, and a sum of norm
+ * partials that are non-zero on one rank each). */
+typedef struct step_flags {
+    uint64_t presence_min, presence_max; /* hash of which gradients are present */
+    int32_t grads_null;  /* a rank passed grads == NULL */
+    int32_t nonfinite;   /* a rank saw a non-finite gradient */
+    int32_t error_rank;  /* the lowest rank that misused the overlap API, */
+    int32_t error_status; /* its status and message (INT32_MAX: none) */
+    char error[224];
+    int32_t n_partials;  /* doubles that follow (the norm partials) */
+    int32_t pad;
+    double partials[];
+} step_flags;
+
+/* An open overlap step (begin_step .. end_step). */
+typedef struct open_step {
+    int open;
+    int error_status;           /* a misuse seen on this rank (0: none); the */
+    char error[224];            /* step then fails on every rank with it */
+    const float **grads;        /* per variable, as reported */
+    unsigned char *reported;    /* per variable */
+    int next_bucket;            /* buckets start in index order on every rank */
+    adadelta_dist_step st;      /* the call as planned at begin_step */
+} open_step;
+
 struct adadelta_mpi {
     MPI_Comm comm;
     int rank, size;
@@ -33,10 +73,22 @@ struct adadelta_mpi {
     int64_t *voff;    /* nv + 1 flat offsets of the variables */
     int *bounds;      /* size + 1 shard bounds of the ranks' ranges */
     int64_t *eoff;    /* size + 1 flat offsets of the ranks' ranges */
-    unsigned char *flags; /* 2 * nv + 2 bytes: the per-step agreement */
+    int64_t chunk;    /* most elements in one MPI call */
+    int64_t bucket_bytes;
+    int n_buckets;
+    bucket *buckets;
+    int *var_bucket;  /* bucket of each variable */
+    step_flags *flags, *flags_all; /* this rank's, and combined */
+    size_t flags_bytes;
+    int64_t steps;    /* collective steps taken (the engine's epochs) */
+    double timeout;   /* stall watchdog, seconds (0 = off) */
+    int shm_wanted;   /* -1 auto, 0 off, 1 on (ADADELTA_MPI_SHM) */
 
     const reduce_engine *engine;
     void *engine_state;
+    unsigned long small_collectives; /* per-step agreements made so far */
+
+    open_step ostep;
 };
 
 /* ------------------------------------------------------------ errors.c */
@@ -65,26 +117,87 @@ void adadelta_mpi__free_plan(adadelta_mpi *m);
 /* This rank's flat range intersected with variable v, as element indices
  * of v [*b0, *b1); 0 if empty. */
 int adadelta_mpi__own_part(const adadelta_mpi *m, int v, int64_t *b0, int64_t *b1);
+/* [lo, hi) intersected with rank r's range, as a flat range; 0 if empty. */
+int adadelta_mpi__portion(const adadelta_mpi *m, int r, int64_t lo, int64_t hi, int64_t *a,
+                          int64_t *b);
 
-/* ------------------------------------------------------------ reduce.c */
-/* A reduction engine: where each rank's contribution goes, the rank-order
- * mean of the contributions, and the allgather of the variables after a
- * sharded step. */
+/* ------------------------------------------------------------ wait.c */
+/* A wait of the layer: spins, then yields the core, and past the stall
+ * timeout aborts the job with `what` and who has not arrived. */
+typedef struct waiter {
+    double start;
+    unsigned long spins;
+} waiter;
+void adadelta_mpi__wait_start(waiter *w);
+/* Call once per unsuccessful poll; `who` (may be NULL) writes the ranks
+ * that have not arrived. */
+void adadelta_mpi__wait_poll(const adadelta_mpi *m, waiter *w, const char *what,
+                             void (*who)(const adadelta_mpi *m, char *buf, size_t n));
+/* MPI_Wait through the watchdog. */
+void adadelta_mpi__wait_request(const adadelta_mpi *m, MPI_Request *req, const char *what);
+void adadelta_mpi__wait_requests(const adadelta_mpi *m, int n, MPI_Request *req,
+                                 const char *what);
+
+/* ------------------------------------------------------------ reduce engines */
+/* How gradients are reduced: each rank's contribution (a flat buffer of
+ * every variable) is summed over the ranks in rank order 0..R-1 and divided
+ * by R. Two engines: MPI collectives (reduce_p2p.c, any placement) and a
+ * shared-memory window (reduce_shm.c, all ranks on one node). A step:
+ *   reserve(b) ... write bucket b's contributions ... start(b)   per bucket
+ *   progress()*            (overlap: reductions advance meanwhile)
+ *   finish()               the mean on this rank's range, every bucket
+ *   exchange()             the step flags combined over the ranks
+ *   complete_mean()        replicated: the mean everywhere
+ *   end()                  this rank is done reading the mean
+ * and, in sharded mode after an update, gather_variables(). */
 struct reduce_engine {
     const char *name;
     int (*setup)(adadelta_mpi *m);
     void (*destroy)(adadelta_mpi *m);
-    /* The flat buffer (total elements) this rank's contribution goes to. */
     float *(*contributions)(adadelta_mpi *m);
-    /* The mean over ranks of the contributions, summed in rank order:
-     * at least on this rank's range, everywhere when `everywhere`. */
-    const float *(*mean)(adadelta_mpi *m, int everywhere);
-    /* Sharded: every rank's range of the variables to every rank. */
+    float *(*mean)(adadelta_mpi *m);
+    void (*reserve)(adadelta_mpi *m, int b);
+    void (*start)(adadelta_mpi *m, int b);
+    void (*progress)(adadelta_mpi *m);
+    void (*finish)(adadelta_mpi *m);
+    void (*exchange)(adadelta_mpi *m);
+    void (*complete_mean)(adadelta_mpi *m);
+    void (*end)(adadelta_mpi *m);
     void (*gather_variables)(adadelta_mpi *m);
     /* Every rank's range of a flat buffer to `root` (all when root < 0). */
     void (*gather_ranges)(adadelta_mpi *m, float *flat, int root);
 };
 extern const reduce_engine adadelta_mpi__p2p_engine;
+extern const reduce_engine adadelta_mpi__shm_engine;
+/* Whether the shm engine can serve m (all ranks on one node). */
+int adadelta_mpi__shm_possible(const adadelta_mpi *m);
+
+/* reduce_sum.c: out[i] = (in_0[i] + ... + in_{R-1}[i]) / R over [0, n),
+ * adding in rank order, on the core's thread team. */
+void adadelta_mpi__rank_order_mean(const adadelta_mpi *m, const float *const *in, float *out,
+                                   int64_t n);
+
+/* ------------------------------------------------------------ step_flags.c */
+/* Combines b into a (the exchange's operation). */
+void adadelta_mpi__combine_flags(step_flags *a, const step_flags *b);
+/* An MPI datatype of one step_flags of `bytes` and the op combining them
+ * (free with MPI_Type_free, MPI_Op_free). */
+void adadelta_mpi__flags_mpi(size_t bytes, MPI_Datatype *type, MPI_Op *op);
+
+/* ------------------------------------------------------------ apply.c */
+/* One collective step with the gradients of every variable (grads may be
+ * NULL on a rank: it contributes zeros and the step fails everywhere).
+ * overlapped: the open step's buckets already started stay as they are,
+ * and its misuse (if any) fails the step on every rank. */
+int adadelta_mpi__step(adadelta_mpi *m, const float *const *grads, int overlapped);
+/* A reduction outside a step (the accumulators' mean of a save): begin
+ * gives the contributions buffer to fill, end the mean (this rank's range
+ * at least). */
+float *adadelta_mpi__begin_reduction(adadelta_mpi *m);
+float *adadelta_mpi__end_reduction(adadelta_mpi *m);
+/* Writes and starts bucket b's contributions (grads of its variables). */
+void adadelta_mpi__contribute_bucket(adadelta_mpi *m, const adadelta_dist_step *st,
+                                     const float *const *grads, int b);
 
 /* ------------------------------------------------------------ identity.c */
 int adadelta_mpi__check_identical(adadelta_mpi *m, const char *when);

@@ -1,148 +1,284 @@
-/* reduce_p2p.c - the reduction engine over MPI's point-to-point collectives,
- * for any placement of the ranks. The contributions (flat buffers holding
- * every variable) are cut into the ranks' ranges; an MPI_Alltoallv gives
- * rank j every rank's piece of range j, which it sums in rank order 0..R-1
- * and divides by R. The order never depends on the MPI library, so every
- * rank computes the same bits (no MPI_Allreduce on floats). An
- * MPI_Allgatherv then spreads the mean (replicated mode) or the updated
- * variables (sharded mode). */
+/* reduce_p2p.c - the reduction engine over MPI collectives, for any
+ * placement of the ranks. Each bucket of the flat contributions is cut into
+ * pieces of at most m->chunk elements (MPI counts are int). A piece's
+ * MPI_Ialltoallv gives each rank every rank's part of the piece that falls
+ * in its range; it sums them in rank order; in replicated mode an
+ * MPI_Iallgatherv then spreads the mean. The alltoallvs run on one
+ * communicator in bucket order and the allgathers on another in piece
+ * order, so every rank posts each communicator's collectives in the same
+ * order, whatever order its buckets became ready in. */
 #include "mpi_internal.h"
 
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
+typedef struct piece {
+    int64_t lo, hi;     /* flat range */
+    int64_t my_lo, my_n; /* this rank's part of it */
+    int *cnt, *dsp;     /* per rank: its part's size and offset from lo */
+    int *rcnt, *rdsp;   /* receive: my part from each rank, in rank order */
+    float *recv;        /* R * my_n */
+    MPI_Request a2a, ag;
+    int posted, summed, gathering;
+} piece;
+
 typedef struct p2p {
-    int *cnt, *dsp;   /* per rank: elements and offset of its range */
-    int *rcnt, *rdsp; /* alltoallv receive layout: my range from each rank */
+    MPI_Comm a2a_comm, ag_comm;
     float *send;      /* total: this rank's contribution */
-    float *recv;      /* size * my range: everyone's pieces of my range */
     float *mean;      /* total: the mean (own range at least); scratch */
+    float *recv;      /* R * own range */
+    int n_pieces;
+    piece *pieces;
+    int *first_piece; /* per bucket, n_buckets + 1 */
+    int *ints;        /* storage of the pieces' count arrays */
+    int *gcnt, *gdsp; /* scratch for whole-buffer gathers */
+    MPI_Datatype flags_type;
+    MPI_Op flags_op;
 } p2p;
+
+static p2p *state(const adadelta_mpi *m) { return m->engine_state; }
+
+static void p2p_destroy(adadelta_mpi *m)
+{
+    p2p *e = state(m);
+    if (!e)
+        return;
+    if (e->a2a_comm != MPI_COMM_NULL)
+        MPI_Comm_free(&e->a2a_comm);
+    if (e->ag_comm != MPI_COMM_NULL)
+        MPI_Comm_free(&e->ag_comm);
+    if (e->flags_type != MPI_DATATYPE_NULL) {
+        MPI_Type_free(&e->flags_type);
+        MPI_Op_free(&e->flags_op);
+    }
+    free(e->send);
+    free(e->mean);
+    free(e->recv);
+    free(e->pieces);
+    free(e->first_piece);
+    free(e->ints);
+    free(e->gcnt);
+    free(e->gdsp);
+    free(e);
+    m->engine_state = NULL;
+}
 
 static float *alloc_floats(int64_t n)
 {
     return calloc((size_t)(n > 0 ? n : 1), sizeof(float));
 }
 
-static void p2p_destroy(adadelta_mpi *m)
+/* Counts and offsets of [lo, hi) cut at the ranks' ranges (relative to lo). */
+static void cut(const adadelta_mpi *m, int64_t lo, int64_t hi, int *cnt, int *dsp)
 {
-    p2p *e = m->engine_state;
-    if (!e)
-        return;
-    free(e->cnt);
-    free(e->dsp);
-    free(e->rcnt);
-    free(e->rdsp);
-    free(e->send);
-    free(e->recv);
-    free(e->mean);
-    free(e);
-    m->engine_state = NULL;
+    for (int r = 0; r < m->size; r++) {
+        int64_t a, b;
+        if (adadelta_mpi__portion(m, r, lo, hi, &a, &b)) {
+            cnt[r] = (int)(b - a);
+            dsp[r] = (int)(a - lo);
+        } else {
+            cnt[r] = dsp[r] = 0;
+        }
+    }
 }
 
-static int p2p_setup(adadelta_mpi *m)
+static int count_pieces(const adadelta_mpi *m)
+{
+    int64_t n = 0;
+    for (int b = 0; b < m->n_buckets; b++) {
+        int64_t len = m->buckets[b].hi - m->buckets[b].lo;
+        n += len ? (len + m->chunk - 1) / m->chunk : 0;
+    }
+    return n > INT_MAX / 8 ? -1 : (int)n;
+}
+
+static void make_pieces(adadelta_mpi *m, p2p *e)
+{
+    int R = m->size, k = 0;
+    int64_t own = m->eoff[m->rank];
+    for (int b = 0; b < m->n_buckets; b++) {
+        e->first_piece[b] = k;
+        for (int64_t lo = m->buckets[b].lo; lo < m->buckets[b].hi; lo += m->chunk, k++) {
+            piece *p = &e->pieces[k];
+            p->lo = lo;
+            p->hi = lo + m->chunk < m->buckets[b].hi ? lo + m->chunk : m->buckets[b].hi;
+            p->cnt = e->ints + (size_t)k * 4 * R;
+            p->dsp = p->cnt + R;
+            p->rcnt = p->dsp + R;
+            p->rdsp = p->rcnt + R;
+            cut(m, p->lo, p->hi, p->cnt, p->dsp);
+            p->my_n = p->cnt[m->rank];
+            p->my_lo = p->lo + p->dsp[m->rank];
+            for (int r = 0; r < R; r++) {
+                p->rcnt[r] = (int)p->my_n;
+                p->rdsp[r] = (int)(p->my_n * r);
+            }
+            p->recv = e->recv + (p->my_n ? (size_t)R * (size_t)(p->my_lo - own) : 0);
+        }
+    }
+    e->first_piece[m->n_buckets] = k;
+}
+
+static int p2p_alloc(adadelta_mpi *m, p2p *e)
 {
     int R = m->size;
-    if (m->total > INT_MAX)
-        return adadelta_mpi__fail(ADADELTA_EINVAL,
-                                  "adadelta_mpi: %lld elements in all; the MPI layer "
-                                  "handles at most %d (MPI counts are int)",
-                                  (long long)m->total, INT_MAX);
-    p2p *e = calloc(1, sizeof *e);
-    if (!e)
-        return adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi: out of memory");
-    m->engine_state = e;
-    e->cnt = calloc((size_t)R, sizeof(int));
-    e->dsp = calloc((size_t)R, sizeof(int));
-    e->rcnt = calloc((size_t)R, sizeof(int));
-    e->rdsp = calloc((size_t)R, sizeof(int));
-    if (!e->cnt || !e->dsp || !e->rcnt || !e->rdsp)
-        return adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi: out of memory");
+    e->a2a_comm = e->ag_comm = MPI_COMM_NULL;
+    e->flags_type = MPI_DATATYPE_NULL;
     int64_t mine = m->eoff[m->rank + 1] - m->eoff[m->rank];
-    if ((int64_t)R * mine > INT_MAX)
-        return adadelta_mpi__fail(ADADELTA_EINVAL,
-                                  "adadelta_mpi: a rank's range times the ranks exceeds "
-                                  "MPI's int counts");
-    for (int r = 0; r < R; r++) {
-        e->cnt[r] = (int)(m->eoff[r + 1] - m->eoff[r]);
-        e->dsp[r] = (int)m->eoff[r];
-        e->rcnt[r] = (int)mine;
-        e->rdsp[r] = (int)(mine * r);
-    }
+    e->n_pieces = count_pieces(m); /* the same on every rank */
+    if (e->n_pieces < 0)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi: too many pieces of %lld "
+                                  "elements", (long long)m->chunk);
     e->send = alloc_floats(m->total);
     e->mean = alloc_floats(m->total);
     e->recv = alloc_floats((int64_t)R * mine);
-    if (!e->send || !e->mean || !e->recv)
+    e->pieces = calloc((size_t)e->n_pieces + 1, sizeof *e->pieces);
+    e->first_piece = calloc((size_t)m->n_buckets + 1, sizeof *e->first_piece);
+    e->ints = calloc((size_t)(e->n_pieces + 1) * 4 * (size_t)R, sizeof(int));
+    e->gcnt = calloc((size_t)R, sizeof(int));
+    e->gdsp = calloc((size_t)R, sizeof(int));
+    if (!e->send || !e->mean || !e->recv || !e->pieces || !e->first_piece || !e->ints ||
+        !e->gcnt || !e->gdsp)
         return adadelta_mpi__fail(ADADELTA_ENOMEM,
                                   "adadelta_mpi: out of memory for the %lld-element buffers",
                                   (long long)m->total);
     return 0;
 }
 
-static float *p2p_contributions(adadelta_mpi *m) { return ((p2p *)m->engine_state)->send; }
-
-typedef struct sum_ctx {
-    const float *in;
-    float *out;
-    int64_t n;
-    int R;
-} sum_ctx;
-
-/* Inside a block the ranks are added one after the other (rank order, as
- * always) in vector loops over the elements. */
-static void sum_block(int64_t lo, int64_t hi, void *vctx)
+static int p2p_setup(adadelta_mpi *m)
 {
-    const sum_ctx *c = vctx;
-    float *restrict out = c->out;
-    const float *restrict in = c->in;
-    const float fr = (float)c->R;
-#pragma omp simd
-    for (int64_t i = lo; i < hi; i++)
-        out[i] = in[i];
-    for (int r = 1; r < c->R; r++) {
-        const float *restrict part = in + (int64_t)r * c->n;
-#pragma omp simd
-        for (int64_t i = lo; i < hi; i++)
-            out[i] += part[i];
+    p2p *e = calloc(1, sizeof *e);
+    m->engine_state = e;
+    int rc = e ? p2p_alloc(m, e) : adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi: out of memory");
+    /* Agreed before the collective calls below, which every rank must make. */
+    if ((rc = adadelta_mpi__agree(m, rc)))
+        return rc;
+    make_pieces(m, e);
+    MPI_Comm_dup(m->comm, &e->a2a_comm);
+    MPI_Comm_dup(m->comm, &e->ag_comm);
+    adadelta_mpi__flags_mpi(m->flags_bytes, &e->flags_type, &e->flags_op);
+    return 0;
+}
+
+static float *p2p_contributions(adadelta_mpi *m) { return state(m)->send; }
+static float *p2p_mean(adadelta_mpi *m) { return state(m)->mean; }
+static void p2p_reserve(adadelta_mpi *m, int b) { (void)m, (void)b; }
+
+static void p2p_start(adadelta_mpi *m, int b)
+{
+    p2p *e = state(m);
+    for (int k = e->first_piece[b]; k < e->first_piece[b + 1]; k++) {
+        piece *p = &e->pieces[k];
+        MPI_Ialltoallv(e->send + p->lo, p->cnt, p->dsp, MPI_FLOAT, p->recv, p->rcnt, p->rdsp,
+                       MPI_FLOAT, e->a2a_comm, &p->a2a);
+        p->posted = 1;
+        p->summed = p->gathering = 0;
     }
-#pragma omp simd
-    for (int64_t i = lo; i < hi; i++)
-        out[i] = out[i] / fr;
 }
 
-static void allgather_ranges(adadelta_mpi *m, float *buf)
+/* A piece whose alltoallv is done: the rank-order mean of my part; in
+ * replicated mode its allgather starts. */
+static void sum_piece(adadelta_mpi *m, piece *p)
 {
-    p2p *e = m->engine_state;
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, e->cnt, e->dsp, MPI_FLOAT, m->comm);
+    p2p *e = state(m);
+    const float *in[m->size > 0 ? m->size : 1];
+    for (int r = 0; r < m->size; r++)
+        in[r] = p->recv + (size_t)r * (size_t)p->my_n;
+    adadelta_mpi__rank_order_mean(m, in, e->mean + p->my_lo, p->my_n);
+    p->summed = 1;
+    if (m->mode == ADADELTA_MPI_REPLICATED) {
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, e->mean + p->lo, p->cnt, p->dsp,
+                        MPI_FLOAT, e->ag_comm, &p->ag);
+        p->gathering = 1;
+    }
 }
 
-/* mean[own range] = (sum over ranks r = 0..R-1 of send_r[own range]) / R. */
-static const float *p2p_mean(adadelta_mpi *m, int everywhere)
+/* Sums the pieces whose alltoallv completed, in piece order. */
+static void p2p_progress(adadelta_mpi *m)
 {
-    p2p *e = m->engine_state;
-    MPI_Alltoallv(e->send, e->cnt, e->dsp, MPI_FLOAT, e->recv, e->rcnt, e->rdsp, MPI_FLOAT,
-                  m->comm);
-    int64_t n = m->eoff[m->rank + 1] - m->eoff[m->rank];
-    sum_ctx c = {e->recv, e->mean + m->eoff[m->rank], n, m->size};
-    CORE->parallel_blocks(m->core, n, 4096, sum_block, &c);
-    if (everywhere)
-        allgather_ranges(m, e->mean);
-    return e->mean;
+    p2p *e = state(m);
+    for (int k = 0; k < e->n_pieces; k++) {
+        piece *p = &e->pieces[k];
+        if (!p->posted)
+            return;
+        if (p->summed)
+            continue;
+        int done = 0;
+        MPI_Test(&p->a2a, &done, MPI_STATUS_IGNORE);
+        if (!done)
+            return;
+        sum_piece(m, p);
+    }
+}
+
+static void p2p_finish(adadelta_mpi *m)
+{
+    p2p *e = state(m);
+    for (int k = 0; k < e->n_pieces; k++) {
+        piece *p = &e->pieces[k];
+        if (!p->posted || p->summed)
+            continue;
+        adadelta_mpi__wait_request(m, &p->a2a, "the gradient reduction (alltoallv)");
+        sum_piece(m, p);
+    }
+}
+
+static void p2p_exchange(adadelta_mpi *m)
+{
+    p2p *e = state(m);
+    MPI_Request req;
+    MPI_Iallreduce(m->flags, m->flags_all, 1, e->flags_type, e->flags_op, m->comm, &req);
+    adadelta_mpi__wait_request(m, &req, "the step agreement (allreduce)");
+}
+
+/* Waits for every allgather of the step. */
+static void p2p_end(adadelta_mpi *m)
+{
+    p2p *e = state(m);
+    for (int k = 0; k < e->n_pieces; k++) {
+        piece *p = &e->pieces[k];
+        if (p->gathering)
+            adadelta_mpi__wait_request(m, &p->ag, "the mean's allgather");
+        p->posted = p->summed = p->gathering = 0;
+    }
+}
+
+static void p2p_complete_mean(adadelta_mpi *m) { p2p_end(m); }
+
+/* Every rank's range of flat to every rank (root < 0) or to root, in
+ * chunks, on comm. */
+static void gather_flat(adadelta_mpi *m, float *flat, int root, MPI_Comm comm)
+{
+    p2p *e = state(m);
+    for (int64_t lo = 0; lo < m->total; lo += m->chunk) {
+        int64_t hi = lo + m->chunk < m->total ? lo + m->chunk : m->total;
+        cut(m, lo, hi, e->gcnt, e->gdsp);
+        MPI_Request req;
+        if (root < 0)
+            MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, flat + lo, e->gcnt, e->gdsp,
+                            MPI_FLOAT, comm, &req);
+        else if (m->rank == root)
+            MPI_Igatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, flat + lo, e->gcnt, e->gdsp,
+                         MPI_FLOAT, root, comm, &req);
+        else
+            MPI_Igatherv(flat + lo + e->gdsp[m->rank], e->gcnt[m->rank], MPI_FLOAT, NULL, NULL,
+                         NULL, MPI_FLOAT, root, comm, &req);
+        adadelta_mpi__wait_request(m, &req, "a gather of the ranks' ranges");
+    }
 }
 
 /* Sharded: every rank sends the variables' values of its range to all. */
 static void p2p_gather_variables(adadelta_mpi *m)
 {
-    p2p *e = m->engine_state;
-    float *buf = e->mean; /* free between steps */
+    float *buf = state(m)->mean; /* free between steps */
     for (int v = 0; v < m->nv; v++) {
         int64_t b0, b1;
         if (adadelta_mpi__own_part(m, v, &b0, &b1))
             memcpy(buf + m->voff[v] + b0, adadelta_variable_data(m->core, v) + b0,
                    (size_t)(b1 - b0) * sizeof(float));
     }
-    allgather_ranges(m, buf);
+    gather_flat(m, buf, -1, state(m)->ag_comm);
     for (int v = 0; v < m->nv; v++) {
         int64_t n = m->voff[v + 1] - m->voff[v];
         if (n)
@@ -151,20 +287,24 @@ static void p2p_gather_variables(adadelta_mpi *m)
     }
 }
 
-static void p2p_gather_ranges(adadelta_mpi *m, float *buf, int root)
+static void p2p_gather_ranges(adadelta_mpi *m, float *flat, int root)
 {
-    p2p *e = m->engine_state;
-    if (root < 0)
-        allgather_ranges(m, buf);
-    else if (m->rank == root)
-        MPI_Gatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, e->cnt, e->dsp, MPI_FLOAT, root,
-                    m->comm);
-    else
-        MPI_Gatherv(buf + m->eoff[m->rank], e->cnt[m->rank], MPI_FLOAT, NULL, NULL, NULL,
-                    MPI_FLOAT, root, m->comm);
+    gather_flat(m, flat, root, m->comm);
 }
 
 const reduce_engine adadelta_mpi__p2p_engine = {
-    "p2p", p2p_setup, p2p_destroy, p2p_contributions, p2p_mean, p2p_gather_variables,
-    p2p_gather_ranges,
+    .name = "p2p",
+    .setup = p2p_setup,
+    .destroy = p2p_destroy,
+    .contributions = p2p_contributions,
+    .mean = p2p_mean,
+    .reserve = p2p_reserve,
+    .start = p2p_start,
+    .progress = p2p_progress,
+    .finish = p2p_finish,
+    .exchange = p2p_exchange,
+    .complete_mean = p2p_complete_mean,
+    .end = p2p_end,
+    .gather_variables = p2p_gather_variables,
+    .gather_ranges = p2p_gather_ranges,
 };

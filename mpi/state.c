@@ -46,7 +46,7 @@ static int alloc_staging(adadelta_mpi *m, const adadelta_state_list *l, int writ
  * ranks when root < 0), then the list's tensors of that kind pointed at it. */
 static void gather_slot(adadelta_mpi *m, adadelta_state_list *l, int k, float *full, int root)
 {
-    float *flat = full ? full : m->engine->contributions(m);
+    float *flat = full ? full : adadelta_mpi__begin_reduction(m);
     for (int i = 0; i < l->n; i++) {
         adadelta_state_tensor *t = &l->t[i];
         if (t->slot == k && t->end > t->begin)
@@ -65,13 +65,13 @@ static void gather_slot(adadelta_mpi *m, adadelta_state_list *l, int k, float *f
 /* The accumulators' mean over ranks, in the list's accumulator tensors. */
 static void mean_accumulators(adadelta_mpi *m, adadelta_state_list *l, int root)
 {
-    float *send = m->engine->contributions(m);
+    float *send = adadelta_mpi__begin_reduction(m);
     for (int i = 0; i < l->n; i++) {
         const adadelta_state_tensor *t = &l->t[i];
         if (t->slot == ADADELTA_SLOT_GRADIENT_ACCUMULATOR && t->numel)
             memcpy(send + m->voff[t->var], t->data, (size_t)t->numel * sizeof(float));
     }
-    float *mean = (float *)m->engine->mean(m, 0);
+    float *mean = adadelta_mpi__end_reduction(m);
     m->engine->gather_ranges(m, mean, root);
     for (int i = 0; i < l->n; i++)
         if (l->t[i].slot == ADADELTA_SLOT_GRADIENT_ACCUMULATOR)
