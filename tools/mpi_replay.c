@@ -7,6 +7,7 @@
 #include "adadelta_mpi.h"
 #include "replay_common.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,39 @@ static void report(const char *what, int call)
         fprintf(stderr, "error: %s%s\n", what ? what : "", adadelta_mpi_last_error());
 }
 
+/* One call through begin_step, grad_ready per variable, end_step: the last
+ * variable first (a backward pass's order), the first first, or a shuffle
+ * that differs between calls and ranks. */
+static int overlapped_call(adadelta_mpi *m, const float *const *grads, int n, const char *order,
+                           int call)
+{
+    int *seq = malloc((size_t)(n > 0 ? n : 1) * sizeof *seq);
+    if (!seq)
+        return ADADELTA_ENOMEM;
+    int shuffle = order && !strcmp(order, "shuffle");
+    int forward = order && !strcmp(order, "forward");
+    for (int i = 0; i < n; i++)
+        seq[i] = forward || shuffle ? i : n - 1 - i;
+    uint64_t x = 0x9e3779b97f4a7c15ULL * (uint64_t)(call + 1) + (uint64_t)g_rank * 7919;
+    for (int i = n - 1; shuffle && i > 0; i--) {
+        x ^= x >> 12, x ^= x << 25, x ^= x >> 27; /* xorshift64 */
+        int j = (int)((x * 0x2545F4914F6CDD1DULL) >> 33) % (i + 1);
+        int t = seq[i];
+        seq[i] = seq[j];
+        seq[j] = t;
+    }
+    int rc = adadelta_mpi_begin_step(m);
+    if (rc) {
+        free(seq);
+        return rc;
+    }
+    /* A refused grad_ready fails end_step on every rank, with its message. */
+    for (int i = 0; i < n; i++)
+        adadelta_mpi_grad_ready(m, seq[i], grads[seq[i]]);
+    free(seq);
+    return adadelta_mpi_end_step(m);
+}
+
 static int run(int argc, char **argv)
 {
     replay_opts o;
@@ -164,8 +198,13 @@ static int run(int argc, char **argv)
             rc = EXIT_MISMATCH;
         }
     }
+    if (!rc && o.bucket_bytes && (st = adadelta_mpi_set_bucket_bytes(m, o.bucket_bytes))) {
+        report("--bucket-bytes: ", -1);
+        rc = replay_exit_code(st);
+    }
     for (int k = 0; k < g.calls && !rc; k++) {
-        st = adadelta_mpi_apply(m, g.table + (size_t)k * g.n_vars);
+        const float *const *grads = g.table + (size_t)k * g.n_vars;
+        st = o.overlap ? overlapped_call(m, grads, g.n_vars, o.order, k) : adadelta_mpi_apply(m, grads);
         if (st) {
             report(NULL, k);
             rc = replay_exit_code(st);

@@ -12,7 +12,10 @@ static void usage_line(const char *prog)
             "usage: %s --params FILE --grads FILE [--config FILE] [--out FILE] "
             "[--threads N] [--exclude-from-weight-decay NAMES] [--finalize] "
             "[--resume FILE]%s\n",
-            prog, strstr(prog, "mpi") ? " [--mode replicated|sharded]" : "");
+            prog,
+            strstr(prog, "mpi") ? " [--mode replicated|sharded] [--overlap [--bucket-bytes B] "
+                                  "[--order reverse|forward|shuffle]]"
+                                : "");
 }
 
 int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
@@ -35,6 +38,23 @@ int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
             slot = &o->exclude;
         else if (with_mode && !strcmp(a, "--mode"))
             slot = &o->mode;
+        else if (with_mode && !strcmp(a, "--order"))
+            slot = &o->order;
+        else if (with_mode && !strcmp(a, "--overlap")) {
+            o->overlap = 1;
+            continue;
+        } else if (with_mode && !strcmp(a, "--bucket-bytes")) {
+            char *end;
+            errno = 0;
+            long long n = i + 1 < argc ? strtoll(argv[i + 1], &end, 10) : 0;
+            if (i + 1 >= argc || errno || *end || n < 1) {
+                fprintf(stderr, "%s: --bucket-bytes needs an integer >= 1\n", argv[0]);
+                return EXIT_USAGE;
+            }
+            o->bucket_bytes = n;
+            i++;
+            continue;
+        }
         else if (!strcmp(a, "--finalize")) {
             o->finalize = 1;
             continue;
@@ -75,6 +95,16 @@ int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
     }
     if (!o->params && !o->resume) {
         fprintf(stderr, "%s: --params is required (or --resume)\n", argv[0]);
+        return EXIT_USAGE;
+    }
+    if (o->order && strcmp(o->order, "reverse") && strcmp(o->order, "forward") &&
+        strcmp(o->order, "shuffle")) {
+        fprintf(stderr, "%s: --order = '%s' is not reverse, forward or shuffle\n", argv[0],
+                o->order);
+        return EXIT_USAGE;
+    }
+    if ((o->order || o->bucket_bytes) && !o->overlap) {
+        fprintf(stderr, "%s: --order and --bucket-bytes need --overlap\n", argv[0]);
         return EXIT_USAGE;
     }
     if (o->mode && strcmp(o->mode, "replicated") && strcmp(o->mode, "sharded")) {

@@ -13,10 +13,15 @@ typedef struct replay_opts {
     const char *params, *grads, *config, *out, *resume, *exclude, *mode;
     int threads; /* 0 = OpenMP's default */
     int finalize;
+    /* MPI driver: the overlap API instead of one apply per call */
+    int overlap;
+    long long bucket_bytes; /* 0 = the library's default */
+    const char *order;      /* reverse (default), forward, shuffle */
 } replay_opts;
 
 /* Parses argv; on error prints one line and returns EXIT_USAGE. with_mode
- * accepts --mode (the MPI driver). */
+ * accepts the MPI driver's options (--mode, --overlap, --bucket-bytes,
+ * --order). */
 int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o);
 
 /* "adadelta-replay 0.1.0 (kernel avx512f)" on stdout (--version). */

@@ -1,12 +1,15 @@
 #!/bin/sh
-# test_mpi_api (cmocka) under mpirun with 2, 3 and 4 ranks.
+# test_mpi_api and test_mpi_overlap (cmocka) under mpirun with 2, 3 and 4
+# ranks.
 . "${MPI_TEST_SRCDIR:-.}/mpi_common.sh"
-for np in 2 3 4; do
-    start=$(date +%s)
-    if run_mpi "$np" "$TEST_MPI_API"; then
-        ok "test_mpi_api with $np ranks ($(($(date +%s) - start)) s)"
-    else
-        fail "test_mpi_api with $np ranks"
-    fi
+for prog in "$TEST_MPI_API" "$TEST_MPI_OVERLAP"; do
+    for np in 2 3 4; do
+        start=$(date +%s)
+        if run_mpi "$np" "$prog"; then
+            ok "$(basename "$prog") with $np ranks ($(($(date +%s) - start)) s)"
+        else
+            fail "$(basename "$prog") with $np ranks"
+        fi
+    done
 done
 finish

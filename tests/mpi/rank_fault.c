@@ -1,13 +1,17 @@
 /* rank_fault.c - a data-parallel training run that checkpoints after every
  * call and can make one rank die mid-run (abort), for mpi_rank_fault.sh:
  *   rank_fault --calls K --ckpt FILE [--die-at k --die-rank r]
- *              [--resume FILE] [--out FILE] [--mode sharded]
+ *              [--stall-at k --stall-rank r] [--resume FILE] [--out FILE]
+ *              [--mode sharded]
+ * --stall-at: that rank stops calling at call k (sleeps a minute), so the
+ * others' stall watchdog (ADADELTA_MPI_TIMEOUT) must end the job.
  * Gradients depend only on (rank, call, element), so a resumed run sees the
  * same gradients as the uninterrupted one. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "adadelta_mpi.h"
 
@@ -34,7 +38,7 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    int calls = 10, die_at = -1, die_rank = 0;
+    int calls = 10, die_at = -1, die_rank = 0, stall_at = -1, stall_rank = 0;
     const char *ckpt = NULL, *resume = NULL, *out = NULL;
     adadelta_mpi_mode mode = ADADELTA_MPI_REPLICATED;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -44,6 +48,10 @@ int main(int argc, char **argv)
             die_at = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--die-rank"))
             die_rank = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--stall-at"))
+            stall_at = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--stall-rank"))
+            stall_rank = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--ckpt"))
             ckpt = argv[i + 1];
         else if (!strcmp(argv[i], "--resume"))
@@ -88,6 +96,10 @@ int main(int argc, char **argv)
         if (call == die_at && rank == die_rank) {
             fprintf(stderr, "rank_fault: rank %d dies before call %d\n", rank, call);
             abort();
+        }
+        if (call == stall_at && rank == stall_rank) {
+            fprintf(stderr, "rank_fault: rank %d stops calling before call %d\n", rank, call);
+            sleep(60);
         }
         for (int v = 0; v < NV; v++)
             gradient(rank, call, v, grads[v]);
