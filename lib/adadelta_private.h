@@ -10,11 +10,16 @@
  *   plan          what the next call does (an update, whose gradients are
  *                 reduced, or an accumulation-only call), from the state
  *                 alone: the same on every process.
- *   begin         plan, then the local checks of the gradients and whether
- *                 this process saw a non-finite one. Changes nothing.
+ *   begin         plan, then the local checks of the gradients and (scan)
+ *                 whether this process saw a non-finite one. Changes nothing.
+ *   finite        whether a range of variables' gradients is finite: the
+ *                 layer checks each bucket before its contribution, which
+ *                 may be made in place in a gradient written into the
+ *                 layer's buffer.
  *   contribute    this process's contribution t = g / loss_scale (+ local
  *                 accumulator) of a range of variables, written at their
- *                 flat offsets into a buffer holding every variable.
+ *                 flat offsets into a buffer holding every variable (in
+ *                 place when a gradient already sits there).
  *   sum_squares   the norm partials (one double per shard) of the reduced
  *                 mean on a range of shards, zero on the others, so that
  *                 their sum over processes is exact whatever its order.
@@ -35,7 +40,7 @@
 
 #include <stdarg.h>
 
-#define ADADELTA_PRIVATE_VERSION 3
+#define ADADELTA_PRIVATE_VERSION 4
 
 typedef struct adadelta_dist_step {
     int update;         /* 1: reduce and apply; 0: accumulation only */
@@ -75,7 +80,9 @@ typedef struct adadelta_private {
 
     /* The split step (see above). */
     void (*plan)(const adadelta *opt, adadelta_dist_step *st);
-    int (*begin)(adadelta *opt, const float *const *grads, adadelta_dist_step *st);
+    int (*begin)(adadelta *opt, const float *const *grads, adadelta_dist_step *st,
+                 int scan_finite);
+    int (*finite)(adadelta *opt, const float *const *grads, int v_lo, int v_hi);
     void (*contribute)(adadelta *opt, const adadelta_dist_step *st, int v_lo, int v_hi,
                        float *flat_dst);
     void (*sum_squares)(adadelta *opt, adadelta_dist_step *st, const float *flat_mean, int s_lo,

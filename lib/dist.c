@@ -20,14 +20,15 @@ static void plan_step(const adadelta *opt, adadelta_dist_step *st)
     adadelta__set_divisor(opt, &st->p);
 }
 
-static int dist_begin(adadelta *opt, const float *const *grads, adadelta_dist_step *st)
+static int dist_begin(adadelta *opt, const float *const *grads, adadelta_dist_step *st,
+                      int scan_finite)
 {
     plan_step(opt, st);
     int rc = adadelta__check_grads(opt, grads, "apply");
     if (rc || (rc = adadelta__build(opt)))
         return rc;
     st->grads = grads;
-    if (st->finite_matters) {
+    if (st->finite_matters && scan_finite) {
         adadelta_call c;
         memset(&c, 0, sizeof c);
         c.grads = grads;
@@ -52,12 +53,43 @@ static void shard_contribute(adadelta *opt, int s, void *vctx)
     const adadelta_shard *sh = &opt->shards[s];
     const adadelta_var *var = &opt->vars[sh->var];
     const float *g = c->st->grads[sh->var];
-    if (g)
-        adadelta_kernel_prepare(
-            &c->p, sh->end - sh->begin, g + sh->begin,
-            c->p.accumulate ? adadelta__slot_at(var, ADADELTA_SLOT_GRADIENT_ACCUMULATOR, sh->begin)
-                            : NULL,
-            c->dst + var->flat_offset + sh->begin);
+    if (!g)
+        return;
+    const float *acc =
+        c->p.accumulate ? adadelta__slot_at(var, ADADELTA_SLOT_GRADIENT_ACCUMULATOR, sh->begin)
+                        : NULL;
+    float *dst = c->dst + var->flat_offset + sh->begin;
+    if (g + sh->begin != dst)
+        adadelta_kernel_prepare(&c->p, sh->end - sh->begin, g + sh->begin, acc, dst);
+    else if (c->p.divide || c->p.accumulate) /* written in place by the caller */
+        adadelta_kernel_prepare_inplace(&c->p, sh->end - sh->begin, dst, acc);
+}
+
+typedef struct finite_ctx {
+    const float *const *grads;
+    int s_lo, s_hi;
+} finite_ctx;
+
+static void shard_finite_in(adadelta *opt, int s, void *vctx)
+{
+    finite_ctx *c = vctx;
+    const adadelta_shard *sh = &opt->shards[s];
+    const float *g = c->grads[sh->var];
+    opt->shard_flags[s] = s < c->s_lo || s >= c->s_hi || !g ||
+                          adadelta_kernel_all_finite(sh->end - sh->begin, g + sh->begin);
+}
+
+static int first_shard(const adadelta *opt, int v);
+
+/* 1 if the gradients of variables [v_lo, v_hi) are all finite. */
+static int dist_finite(adadelta *opt, const float *const *grads, int v_lo, int v_hi)
+{
+    finite_ctx c = {grads, first_shard(opt, v_lo), first_shard(opt, v_hi)};
+    adadelta__for_all_shards(opt, shard_finite_in, &c);
+    for (int s = c.s_lo; s < c.s_hi; s++)
+        if (!opt->shard_flags[s])
+            return 0;
+    return 1;
 }
 
 static int first_shard(const adadelta *opt, int v)
@@ -255,6 +287,7 @@ static const adadelta_private private_table = {
     .parallel_blocks = adadelta__parallel_blocks,
     .plan = dist_plan,
     .begin = dist_begin,
+    .finite = dist_finite,
     .contribute = dist_contribute,
     .sum_squares = dist_sum_squares,
     .partials = dist_partials,

@@ -95,6 +95,17 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_begin_step(adadelta_mpi *opt);
 ADADELTA_MPI_EXTERN int adadelta_mpi_grad_ready(adadelta_mpi *opt, int index, const float *grad);
 ADADELTA_MPI_EXTERN int adadelta_mpi_end_step(adadelta_mpi *opt);
 
+/* Where variable `index`'s gradient may be written for the next step
+ * (zero copy, like DDP's gradient_as_bucket_view): a gradient passed to
+ * apply or grad_ready that points here is reduced where it lies instead of
+ * being copied into the layer's buffer, which saves one pass over the
+ * gradients. The buffer lives in the reduction engine (a shared-memory
+ * window on one node); its contents are consumed by the step and are
+ * undefined after a step, a save or a load. NULL with the last error set
+ * for a bad index. The first call makes the plan (as the first step does)
+ * and is collective: make it on every rank. */
+ADADELTA_MPI_EXTERN float *adadelta_mpi_gradient_buffer(adadelta_mpi *opt, int index);
+
 /* Bucket size of the overlapped step, before the first step (default
  * 4 MiB). Local; every rank must set the same. */
 ADADELTA_MPI_EXTERN int adadelta_mpi_set_bucket_bytes(adadelta_mpi *opt, int64_t bytes);

@@ -27,6 +27,11 @@ void adadelta_mpi__contribute_bucket(adadelta_mpi *m, const adadelta_dist_step *
 {
     bucket *bk = &m->buckets[b];
     m->engine->reserve(m, b);
+    /* Checked before the contribution, which may change a gradient that
+     * was written into the buffer (adadelta_mpi_gradient_buffer). */
+    if (grads && st->grads && st->finite_matters &&
+        !CORE->finite(m->core, grads, bk->v_lo, bk->v_hi))
+        m->nonfinite = 1;
     float *send = m->engine->contributions(m);
     for (int v = bk->v_lo; v < bk->v_hi; v++)
         if ((!grads || !grads[v]) && m->voff[v + 1] > m->voff[v])
@@ -152,7 +157,12 @@ static int decide(adadelta_mpi *m, adadelta_dist_step *st, const float *const *g
 int adadelta_mpi__step(adadelta_mpi *m, const float *const *grads, int overlapped)
 {
     adadelta_dist_step st;
-    int local = grads ? CORE->begin(m->core, grads, &st) : (CORE->plan(m->core, &st), 0);
+    CORE->plan(m->core, &st);
+    /* An update's buckets are checked for finiteness as they are
+     * contributed; an accumulation-only call's gradients here. */
+    int local = grads ? CORE->begin(m->core, grads, &st, !st.update) : 0;
+    if (!overlapped)
+        m->nonfinite = 0;
     if (local)
         st.grads = NULL; /* refused here: this rank contributes zeros */
     if (st.update) {
@@ -161,6 +171,7 @@ int adadelta_mpi__step(adadelta_mpi *m, const float *const *grads, int overlappe
                 adadelta_mpi__contribute_bucket(m, &st, local ? NULL : grads, b);
         m->engine->finish(m);
     }
+    st.nonfinite |= m->nonfinite;
     exchange_flags(m, &st, grads, m->engine->mean(m), overlapped);
     int rc = decide(m, &st, grads, local);
     m->engine->end(m);
@@ -170,6 +181,24 @@ int adadelta_mpi__step(adadelta_mpi *m, const float *const *grads, int overlappe
     if (!rc && m->mode == ADADELTA_MPI_SHARDED && CORE->vars_changed(m->core))
         m->engine->gather_variables(m);
     return rc;
+}
+
+float *adadelta_mpi_gradient_buffer(adadelta_mpi *m, int index)
+{
+    adadelta_mpi__clear_error();
+    if (!m) {
+        adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_gradient_buffer: NULL");
+        return NULL;
+    }
+    if (adadelta_mpi__ensure_ready(m))
+        return NULL;
+    if (index < 0 || index >= m->nv) {
+        adadelta_mpi__fail(ADADELTA_ENOTFOUND,
+                           "adadelta_mpi_gradient_buffer: variable index %d is outside [0, %d)",
+                           index, m->nv);
+        return NULL;
+    }
+    return m->engine->contributions(m) + m->voff[index];
 }
 
 int adadelta_mpi_apply(adadelta_mpi *m, const float *const *grads)

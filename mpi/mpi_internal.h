@@ -87,6 +87,7 @@ struct adadelta_mpi {
     const reduce_engine *engine;
     void *engine_state;
     unsigned long small_collectives; /* per-step agreements made so far */
+    int nonfinite;    /* a bucket contributed this step was not finite */
 
     open_step ostep;
 };

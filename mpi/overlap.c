@@ -54,6 +54,7 @@ int adadelta_mpi_begin_step(adadelta_mpi *m)
     o->error_status = 0;
     o->error[0] = '\0';
     o->next_bucket = 0;
+    m->nonfinite = 0;
     memset(o->reported, 0, (size_t)m->nv);
     for (int v = 0; v < m->nv; v++)
         o->grads[v] = NULL;

@@ -49,6 +49,9 @@ typedef struct adadelta_kernels {
     /* out = prepared gradient (divide and accumulate as in p; acc kept). */
     void (*prepare)(const adadelta_step_params *p, int64_t n, const float *restrict grad,
                     const float *restrict acc, float *restrict out);
+    /* The same in place: g = prepared g. */
+    void (*prepare_inplace)(const adadelta_step_params *p, int64_t n, float *restrict g,
+                            const float *restrict acc);
     /* EMA of variables without a step this call. */
     void (*ema)(const adadelta_step_params *p, int64_t n, float *restrict var,
                 float *restrict avg);
@@ -69,6 +72,7 @@ const adadelta_kernels *adadelta__kernels(void);
 #define adadelta_kernel_sum_squares(...) (adadelta__kernels()->sum_squares(__VA_ARGS__))
 #define adadelta_kernel_accumulate(...) (adadelta__kernels()->accumulate(__VA_ARGS__))
 #define adadelta_kernel_prepare(...) (adadelta__kernels()->prepare(__VA_ARGS__))
+#define adadelta_kernel_prepare_inplace(...) (adadelta__kernels()->prepare_inplace(__VA_ARGS__))
 #define adadelta_kernel_ema(...) (adadelta__kernels()->ema(__VA_ARGS__))
 #define adadelta_kernel_all_finite(...) (adadelta__kernels()->all_finite(__VA_ARGS__))
 

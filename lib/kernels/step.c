@@ -183,6 +183,18 @@ void KERNEL(prepare)(const adadelta_step_params *p, int64_t n,
                          accumulate, p->steps);
 }
 
+/* The same in place: g = prepared g (a gradient already in the buffer the
+ * MPI layer reduces). */
+MULTI_ISA
+void KERNEL(prepare_inplace)(const adadelta_step_params *p, int64_t n, float *restrict g,
+                             const float *restrict acc)
+{
+    const int divide = p->divide != 0, accumulate = p->accumulate != 0;
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        g[i] = prepare(g[i], accumulate ? acc[i] : 0.0f, divide, p->divisor, accumulate, p->steps);
+}
+
 MULTI_ISA
 void KERNEL(ema)(const adadelta_step_params *p, int64_t n,
                          float *restrict var, float *restrict avg)
@@ -214,5 +226,5 @@ int KERNEL(all_finite)(int64_t n, const float *restrict x)
 
 const adadelta_kernels KERNEL(adadelta__kernels) = {
     STR(ADADELTA_KERNEL_ISA), KERNEL(step),    KERNEL(sum_squares), KERNEL(accumulate),
-    KERNEL(prepare),          KERNEL(ema),     KERNEL(all_finite),
+    KERNEL(prepare),          KERNEL(prepare_inplace), KERNEL(ema), KERNEL(all_finite),
 };

@@ -6,6 +6,7 @@
  *    with None gradients, clipping, EMA, accumulation and a loss-scale skip;
  *  - the shared-memory and the MPI-collective engines give the same bytes,
  *    the latter also in chunks of a few elements;
+ *  - gradients written into the layer's buffers (zero copy) too;
  *  - misuse fails on every rank with the same status and changes nothing:
  *    a variable reported twice, one never reported, ranks reporting
  *    different variables, apply inside an open step, calls outside one. */
@@ -95,6 +96,64 @@ static void test_overlap_equals_apply(void **state)
                 }
             free(ref);
         }
+}
+
+/* The gradients written into the layer's buffers (zero copy), stepped by
+ * apply or by the overlap API: the same bytes, also where the contribution
+ * is made in place (loss scale, accumulation) and with an Inf that the
+ * loss-scale check must see before the in-place division. */
+static int run_zero_copy(adadelta_mpi *o, model *m, int calls, int flags, int overlapped)
+{
+    grads g;
+    grads_init(&g, m);
+    int rc = 0;
+    for (int k = 0; k < calls && !rc; k++) {
+        grads_fill(&g, m, k, flags);
+        const float *gp[NV];
+        for (int v = 0; v < NV; v++) {
+            float *buf = adadelta_mpi_gradient_buffer(o, v);
+            if (!buf)
+                return -100;
+            if (m->size[v])
+                memcpy(buf, g.gp[v] ? g.gp[v] : g.g[v], (size_t)m->size[v] * sizeof(float));
+            gp[v] = g.gp[v] ? buf : NULL;
+        }
+        if (!overlapped) {
+            rc = adadelta_mpi_apply(o, gp);
+            continue;
+        }
+        rc = adadelta_mpi_begin_step(o);
+        for (int v = NV - 1; v >= 0 && !rc; v--)
+            rc = adadelta_mpi_grad_ready(o, v, gp[v]);
+        int end = adadelta_mpi_end_step(o);
+        rc = rc ? rc : end;
+    }
+    grads_free(&g);
+    return rc;
+}
+
+static void test_zero_copy_gradients(void **state)
+{
+    (void)state;
+    for (int variant = 0; variant < 3; variant++)
+        for (int mode = 0; mode < 2; mode++)
+            for (int overlapped = 0; overlapped < 2; overlapped++) {
+                adadelta_config cfg;
+                rich_config(&cfg, variant);
+                char *ref = strdup(path_of("copy.st"));
+                AGREE(run_and_save(&cfg, (adadelta_mpi_mode)mode, 6, flags_of[variant], 0, ref,
+                                   NULL) == 0);
+                model m;
+                model_init(&m);
+                adadelta_mpi *o = make(&cfg, (adadelta_mpi_mode)mode, &m);
+                AGREE(o && adadelta_mpi_gradient_buffer(o, NV) == NULL);
+                AGREE(run_zero_copy(o, &m, 6, flags_of[variant], overlapped) == 0);
+                AGREE(adadelta_mpi_save(o, path_of("zero_copy.st")) == 0);
+                AGREE(same_files(ref, path_of("zero_copy.st")));
+                adadelta_mpi_destroy(o);
+                model_free(&m);
+                free(ref);
+            }
 }
 
 /* Runs 5 calls with the engine the environment asks for and saves them. */
@@ -218,6 +277,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_overlap_equals_apply),
         cmocka_unit_test(test_engines_equal),
+        cmocka_unit_test(test_zero_copy_gradients),
         cmocka_unit_test(test_misuse_fails_everywhere),
         cmocka_unit_test(test_calls_outside_a_step),
     };
