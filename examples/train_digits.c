@@ -129,6 +129,7 @@ typedef struct {
     const char *resume;
     const char *data;
     const char *mode; /* replicated | sharded (MPI only) */
+    int overlap;      /* MPI: grad_ready per layer as backward produces it */
     uint64_t seed;
 } options;
 
@@ -151,6 +152,9 @@ static void usage(FILE *out)
         "  --data PATH            digits.csv.gz (default %s)\n"
 #ifdef ADADELTA_EXAMPLE_MPI
         "  --mode M               replicated | sharded (default replicated)\n"
+        "  --no-overlap           one adadelta_mpi_apply after the backward pass\n"
+        "                         (default: adadelta_mpi_grad_ready per layer as the\n"
+        "                         backward pass produces it)\n"
 #endif
         "  --seed N               seed of the split, init and shuffles (default 42)\n",
         DIGITS_DEFAULT_PATH);
@@ -196,6 +200,7 @@ static options parse_options(int argc, char **argv)
         .resume = NULL,
         .data = DIGITS_DEFAULT_PATH,
         .mode = "replicated",
+        .overlap = 1,
         .seed = 42,
     };
     for (int i = 1; i < argc; i++) {
@@ -233,6 +238,8 @@ static options parse_options(int argc, char **argv)
         } else if (!strcmp(a, "--data")) {
             o.data = next_arg(argc, argv, &i);
 #ifdef ADADELTA_EXAMPLE_MPI
+        } else if (!strcmp(a, "--no-overlap")) {
+            o.overlap = 0;
         } else if (!strcmp(a, "--mode")) {
             o.mode = next_arg(argc, argv, &i);
             if (strcmp(o.mode, "replicated") && strcmp(o.mode, "sharded"))
@@ -494,8 +501,13 @@ static void mlp_forward(const mlp *m, const float *x, const int *y, int n,
  * scale multiplies the summed gradient: 1 / batch gives the batch mean. Each
  * gradient element is summed by one thread in row order, so the result does
  * not depend on the number of threads. */
+/* As each variable's gradient is finished (w2, b2, then w1, b1: the order
+ * of a backward pass), ready(index, gradient) hands it on, when given. */
+typedef void (*gradient_ready)(int index, const float *grad, void *ctx);
+enum { VAR_W1, VAR_B1, VAR_W2, VAR_B2 }; /* the optimizer's variable order */
+
 static void mlp_backward(const mlp *m, const float *x, const int *y, int n,
-                         activations *a, float scale, mlp *g)
+                         activations *a, float scale, mlp *g, gradient_ready ready, void *ctx)
 {
     /* dloss/dlogits = (softmax - onehot(y)) * scale, in place of p */
 #pragma omp parallel for schedule(static)
@@ -524,6 +536,10 @@ static void mlp_backward(const mlp *m, const float *x, const int *y, int n,
         for (int r = 0; r < n; r++)
             acc += a->p[(size_t)r * N_OUT + c];
         g->b2[c] = acc;
+    }
+    if (ready) {
+        ready(VAR_W2, g->w2, ctx);
+        ready(VAR_B2, g->b2, ctx);
     }
 
     /* back through the second layer and the ReLU: dh = (dlogits w2^T) * [h > 0] */
@@ -561,6 +577,10 @@ static void mlp_backward(const mlp *m, const float *x, const int *y, int n,
         for (int r = 0; r < n; r++)
             acc += a->dh[(size_t)r * N_HIDDEN + k];
         g->b1[k] = acc;
+    }
+    if (ready) {
+        ready(VAR_W1, g->w1, ctx);
+        ready(VAR_B1, g->b1, ctx);
     }
 }
 
@@ -680,6 +700,34 @@ static void add_variables(optimizer *opt, mlp *m)
 
 /* ------------------------------------------------------------------ main */
 
+#ifdef ADADELTA_EXAMPLE_MPI
+static void report_ready(int index, const float *grad, void *ctx)
+{
+    check(adadelta_mpi_grad_ready(ctx, index, grad), "grad_ready");
+}
+#endif
+
+/* The backward pass and the optimizer step. Over MPI with overlap, each
+ * layer's gradients go to the optimizer as soon as they are computed, so
+ * their reduction starts while the rest of the backward pass runs. */
+static void train_step(optimizer *opt, const options *o, const mlp *model, const float *xb,
+                       const int *yb, int n, activations *acts, float scale, mlp *grad,
+                       const float *const *grads)
+{
+#ifdef ADADELTA_EXAMPLE_MPI
+    if (o->overlap) {
+        check(adadelta_mpi_begin_step(opt), "begin_step");
+        mlp_backward(model, xb, yb, n, acts, scale, grad, report_ready, opt);
+        check(adadelta_mpi_end_step(opt), "end_step");
+        return;
+    }
+#else
+    (void)o;
+#endif
+    mlp_backward(model, xb, yb, n, acts, scale, grad, NULL, NULL);
+    check(optimizer_apply(opt, grads), "apply");
+}
+
 int main(int argc, char **argv)
 {
 #ifdef ADADELTA_EXAMPLE_MPI
@@ -771,8 +819,8 @@ int main(int argc, char **argv)
             /* The loss is the mean over the global batch. The MPI layer
              * averages the ranks' gradients (sum / nranks), so each rank
              * hands it nranks / bn times its sum. */
-            mlp_backward(&model, xb, yb, n, &acts, (float)nranks / (float)bn, &grad);
-            check(optimizer_apply(opt, grads), "apply");
+            train_step(opt, &o, &model, xb, yb, n, &acts, (float)nranks / (float)bn, &grad,
+                       grads);
         }
         sum_over_ranks(sums, 2);
 

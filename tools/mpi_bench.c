@@ -1,32 +1,48 @@
-/* mpi_bench.c - adadelta-mpi-bench: a data-parallel step against a bare
- * MPI_Allreduce of the same bytes.
+/* mpi_bench.c - adadelta-mpi-bench: the data-parallel step against the
+ * limits a user would compare it with, all timed in the same run in
+ * alternating rounds (this VM's bandwidth drifts minute to minute).
  *
  *   mpirun -np R adadelta-mpi-bench [--min-log2 A] [--max-log2 B]
- *       [--elements N] [--tensors T] [--threads P] [--steps S] [--warmup W]
- *       [--mode replicated|sharded|both] [--features plain|weight_decay|
- *       global_clipnorm|ema|all]
+ *       [--elements N] [--tensors T] [--threads P] [--steps S] [--rounds K]
+ *       [--warmup W] [--mode replicated|sharded|both]
+ *       [--features plain|weight_decay|global_clipnorm|ema|all]
+ *       [--layers L] [--no-overlap] [--bucket-bytes B]
  *
- * For each size (N = 2^A ... 2^B elements per tensor, or the one --elements
- * N) and each mode, rank 0 prints one JSON line with
- *   step_seconds       median over S steps of adadelta_mpi_apply (each step
- *                      timed between barriers; the slowest rank counts)
- *   allreduce_seconds  median over S calls of MPI_Allreduce (float32 sum) of
- *                      the same T*N floats in one buffer, timed the same way
- *   ratio              step_seconds / allreduce_seconds
- *   update_seconds     median of adadelta_apply of the core library alone on
- *                      the same variables, same threads, on one rank
- *   model_seconds      update_seconds / (R if sharded else 1)
- *                      + allreduce_seconds
- * Gradients differ between ranks (each rank's own data); variables start the
- * same on every rank, as the layer requires.
- */
+ * For each size (N = 2^A ... 2^B elements per tensor, or the one N) rank 0
+ * prints one JSON line per mode with
+ *   step_seconds            median of adadelta_mpi_apply, gradients copied
+ *                           from the caller's buffers (each step between
+ *                           barriers; the slowest rank counts)
+ *   step_zero_copy_seconds  the same with the gradients already written into
+ *                           adadelta_mpi_gradient_buffer (as a backward pass
+ *                           writing there would leave them)
+ *   allreduce_seconds       a bare MPI_Allreduce (float32 sum) of the T*N
+ *                           floats, timed the same way
+ *   ratio                   step_seconds / allreduce_seconds (and
+ *                           ratio_zero_copy)
+ *   shm_limit_seconds       a bare deterministic reduction through a shared-
+ *                           memory window (barrier, each rank sums its half in
+ *                           rank order, barrier: the gradients written in
+ *                           place, the mean read in place) of the same floats
+ *   update_seconds          adadelta_apply of the core library alone, same
+ *                           variables and threads, on every rank at once
+ *   agreements_per_step     per-step agreements (one small collective or one
+ *                           shared-memory exchange) counted by the layer
+ *   engine                  "shm" or "p2p" (ADADELTA_MPI_SHM=0|1 forces)
+ * and one line per mode with "path":"overlap": L layers of N*T/L elements,
+ * a simulated backward pass of L compute loops of known length (busy waits
+ * on the clock, together 1.5 blocking steps long), once followed by one
+ * apply and once through begin_step / grad_ready per layer / end_step:
+ *   blocking_comm_seconds   blocking step time minus the compute
+ *   exposed_comm_seconds    overlapped step time minus the compute.
+ * Gradients differ between ranks; variables start the same on every rank. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <adadelta_mpi.h>
 
-#include <errno.h>
 #include <limits.h>
 #include <omp.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,10 +56,12 @@ typedef struct {
     int64_t tensors;
     int threads;
     int steps; /* 0: by size */
-    int warmup;
+    int rounds, warmup;
     int modes; /* bit 0 replicated, bit 1 sharded */
     const char *features;
     int bits;
+    int layers, overlap;
+    int64_t bucket_bytes; /* 0: the layer's default */
 } options;
 
 static int rank, nranks;
@@ -62,14 +80,22 @@ static void fail(const char *fmt, const char *arg)
 static void check(int status, const char *what)
 {
     if (status < 0) {
-        fprintf(stderr, "adadelta-mpi-bench: rank %d: %s: %s (%s)\n", rank,
-                what, adadelta_status_name(status), adadelta_last_error());
+        fprintf(stderr, "adadelta-mpi-bench: rank %d: %s: %s (%s)\n", rank, what,
+                adadelta_status_name(status), adadelta_mpi_last_error());
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
 }
 
-static int64_t parse_int(const char *flag, const char *s, int64_t lo,
-                         int64_t hi)
+static void *must(void *p)
+{
+    if (!p) {
+        fprintf(stderr, "adadelta-mpi-bench: rank %d: out of memory\n", rank);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    return p;
+}
+
+static int64_t parse_int(const char *flag, const char *s, int64_t lo, int64_t hi)
 {
     int64_t v;
     if (!parse_int_in(s, lo, hi, &v))
@@ -77,26 +103,17 @@ static int64_t parse_int(const char *flag, const char *s, int64_t lo,
     return v;
 }
 
-/* One contiguous block of T*N floats (so the bare allreduce can use it in
- * one call), seen as T tensors. var: same on all ranks; grad: per rank. */
-static float *alloc_block(int64_t total, int threads, int grad)
+/* One block of n floats: variables (the same on all ranks) or gradients
+ * (per rank). */
+static float *alloc_block(int64_t n, int threads, int grad)
 {
-    size_t bytes = ((size_t)total * sizeof(float) + 63) & ~(size_t)63;
-    float *p = aligned_alloc(64, bytes ? bytes : 64);
-    if (!p) {
-        fprintf(stderr, "adadelta-mpi-bench: rank %d: out of memory\n", rank);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
+    size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
+    float *p = must(aligned_alloc(64, bytes ? bytes : 64));
     uint32_t seed = grad ? 0x85ebca6bu + 7919u * (uint32_t)rank : 0x9e3779b9u;
 #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int64_t i = 0; i < total; i++) {
+    for (int64_t i = 0; i < n; i++) {
         float u = unit_hash((uint64_t)i, seed);
-        if (grad) {
-            float m = 0.001f + 0.009f * u;
-            p[i] = (i & 1) ? -m : m;
-        } else {
-            p[i] = 2.0f * u - 1.0f;
-        }
+        p[i] = grad ? ((i & 1) ? -1.0f : 1.0f) * (0.001f + 0.009f * u) : 2.0f * u - 1.0f;
     }
     return p;
 }
@@ -105,8 +122,6 @@ static void make_config(const options *o, adadelta_config *cfg)
 {
     adadelta_config_default(cfg);
     adadelta_lr_constant(&cfg->learning_rate, 1.0);
-    cfg->rho = 0.95;
-    cfg->epsilon = 1e-7;
     if (o->bits & FEAT_WD)
         cfg->weight_decay = 0.01;
     if (o->bits & FEAT_CLIP)
@@ -115,128 +130,448 @@ static void make_config(const options *o, adadelta_config *cfg)
         cfg->use_ema = 1;
 }
 
-/* Slowest rank's time of each sample. */
-static void max_over_ranks(double *t, int n)
+/* ------------------------------------------------------------ the layer */
+
+/* T tensors of n elements in one variable block and one gradient block. */
+typedef struct bench_opt {
+    adadelta_mpi *o;
+    float *var, *grad;
+    const float **g, **zc; /* per tensor: the caller's gradients, the buffers */
+    int64_t n, T;
+    unsigned long agreements;
+    int stepped;
+} bench_opt;
+
+static void open_opt(bench_opt *b, const options *o, int64_t n, int64_t T, adadelta_mpi_mode mode)
+{
+    memset(b, 0, sizeof *b);
+    b->n = n;
+    b->T = T;
+    adadelta_config cfg;
+    make_config(o, &cfg);
+    check(adadelta_mpi_create(MPI_COMM_WORLD, &cfg, mode, &b->o), "adadelta_mpi_create");
+    check(adadelta_mpi_set_threads(b->o, o->threads), "adadelta_mpi_set_threads");
+    if (o->bucket_bytes)
+        check(adadelta_mpi_set_bucket_bytes(b->o, o->bucket_bytes), "adadelta_mpi_set_bucket_bytes");
+    b->var = alloc_block(n * T, o->threads, 0);
+    b->grad = alloc_block(n * T, o->threads, 1);
+    b->g = must(malloc((size_t)T * sizeof *b->g));
+    b->zc = must(malloc((size_t)T * sizeof *b->zc));
+    int64_t shape[1] = {n};
+    for (int64_t k = 0; k < T; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "dense_%lld/kernel", (long long)k);
+        check(adadelta_mpi_add_variable(b->o, name, ADADELTA_F32, b->var + k * n, 1, shape),
+              "adadelta_mpi_add_variable");
+        b->g[k] = b->grad + k * n;
+    }
+    for (int64_t k = 0; k < T; k++)
+        b->zc[k] = must(adadelta_mpi_gradient_buffer(b->o, (int)k));
+}
+
+static void close_opt(bench_opt *b)
+{
+    adadelta_mpi_destroy(b->o);
+    free(b->var);
+    free(b->grad);
+    free(b->g);
+    free(b->zc);
+}
+
+/* The gradients, as a backward pass would leave them in the buffers. */
+static void fill_buffers(bench_opt *b)
+{
+    for (int64_t k = 0; k < b->T; k++)
+        memcpy((float *)b->zc[k], b->g[k], (size_t)b->n * sizeof(float));
+}
+
+static double timed_step(bench_opt *b, int zero_copy)
+{
+    if (zero_copy)
+        fill_buffers(b);
+    unsigned long before = adadelta_mpi_agreements(b->o);
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = MPI_Wtime();
+    check(adadelta_mpi_apply(b->o, zero_copy ? b->zc : b->g), "adadelta_mpi_apply");
+    double dt = MPI_Wtime() - t0;
+    b->agreements += adadelta_mpi_agreements(b->o) - before;
+    b->stepped++;
+    return dt;
+}
+
+/* ------------------------------------------------------------ the limits */
+
+typedef struct limits {
+    float *src, *dst;  /* the bare allreduce's */
+    MPI_Comm node;
+    MPI_Win win;
+    float **seg;       /* per rank: its segment of the window */
+    float *mean;       /* in rank 0's segment */
+    volatile uint64_t *counter;
+    uint64_t epochs;
+    int shm;           /* all ranks on one node: the shm limit exists */
+    int64_t n;
+} limits;
+
+static void open_limits(limits *l, int64_t n, int threads)
+{
+    memset(l, 0, sizeof *l);
+    l->n = n;
+    l->src = alloc_block(n, threads, 1);
+    l->dst = alloc_block(n, threads, 1);
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &l->node);
+    int nn;
+    MPI_Comm_size(l->node, &nn);
+    l->shm = nn == nranks;
+    if (!l->shm)
+        return;
+    size_t floats = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
+    size_t mine = floats + (rank ? 0 : floats + 64);
+    char *base;
+    MPI_Win_allocate_shared((MPI_Aint)mine, 1, MPI_INFO_NULL, l->node, &base, &l->win);
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, l->win);
+    l->seg = must(malloc((size_t)nranks * sizeof *l->seg));
+    for (int r = 0; r < nranks; r++) {
+        MPI_Aint size;
+        int unit;
+        void *p;
+        MPI_Win_shared_query(l->win, r, &size, &unit, &p);
+        l->seg[r] = p;
+    }
+    l->mean = (float *)((char *)l->seg[0] + floats);
+    l->counter = (volatile uint64_t *)((char *)l->mean + floats);
+    if (rank == 0)
+        *l->counter = 0;
+    memcpy(l->seg[rank], l->src, (size_t)n * sizeof(float));
+    MPI_Barrier(l->node);
+}
+
+static void close_limits(limits *l)
+{
+    if (l->shm) {
+        MPI_Win_unlock_all(l->win);
+        MPI_Win_free(&l->win);
+        free(l->seg);
+    }
+    MPI_Comm_free(&l->node);
+    free(l->src);
+    free(l->dst);
+}
+
+static double timed_allreduce(limits *l)
+{
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = MPI_Wtime();
+    for (int64_t off = 0; off < l->n; off += INT_MAX / 2) {
+        int64_t cnt = l->n - off < INT_MAX / 2 ? l->n - off : INT_MAX / 2;
+        MPI_Allreduce(l->src + off, l->dst + off, (int)cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    }
+    return MPI_Wtime() - t0;
+}
+
+static void spin_barrier(limits *l)
+{
+    l->epochs++;
+    __atomic_add_fetch(l->counter, 1, __ATOMIC_RELEASE);
+    uint64_t target = (uint64_t)nranks * l->epochs;
+    for (int spins = 0; __atomic_load_n(l->counter, __ATOMIC_ACQUIRE) < target; spins++)
+        if (spins > 16)
+            sched_yield();
+}
+
+/* The gradients already in the window, the mean left in it: barrier, my
+ * half summed in rank order, barrier. */
+static double timed_shm_limit(limits *l)
+{
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = MPI_Wtime();
+    spin_barrier(l);
+    int64_t lo = l->n * rank / nranks, hi = l->n * (rank + 1) / nranks;
+    float *restrict out = l->mean;
+    const float fr = (float)nranks;
+    for (int64_t b = lo; b < hi; b += 4096) {
+        int64_t e = b + 4096 < hi ? b + 4096 : hi;
+#pragma omp simd
+        for (int64_t i = b; i < e; i++)
+            out[i] = l->seg[0][i];
+        for (int r = 1; r < nranks; r++) {
+            const float *restrict in = l->seg[r];
+#pragma omp simd
+            for (int64_t i = b; i < e; i++)
+                out[i] += in[i];
+        }
+#pragma omp simd
+        for (int64_t i = b; i < e; i++)
+            out[i] = out[i] / fr;
+    }
+    spin_barrier(l);
+    return MPI_Wtime() - t0;
+}
+
+/* ------------------------------------------------------------ timing */
+
+/* The slowest rank's time of each sample, then the median. */
+static double median_over_ranks(double *t, int n)
 {
     MPI_Allreduce(MPI_IN_PLACE, t, n, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return median(t, n);
 }
 
-static double time_allreduce(const options *o, int64_t total, int steps,
-                             double *samples)
-{
-    float *src = alloc_block(total, o->threads, 1);
-    float *dst = alloc_block(total, o->threads, 1);
-    for (int s = -o->warmup; s < steps; s++) {
-        MPI_Barrier(MPI_COMM_WORLD);
-        double t0 = MPI_Wtime();
-        for (int64_t off = 0; off < total; off += INT_MAX / 2) {
-            int64_t cnt = total - off < INT_MAX / 2 ? total - off : INT_MAX / 2;
-            MPI_Allreduce(src + off, dst + off, (int)cnt, MPI_FLOAT, MPI_SUM,
-                          MPI_COMM_WORLD);
-        }
-        double dt = MPI_Wtime() - t0;
-        if (s >= 0)
-            samples[s] = dt;
-    }
-    max_over_ranks(samples, steps);
-    free(src);
-    free(dst);
-    return median(samples, steps);
-}
-
-/* T tensors of n elements each in one variable block and one gradient
- * block; g[k] points to tensor k's gradient. */
-typedef struct {
-    float *var, *grad;
-    const float **g;
-} tensors;
-
-static tensors make_tensors(const options *o, int64_t n)
-{
-    int64_t total = n * o->tensors;
-    tensors t = {alloc_block(total, o->threads, 0), alloc_block(total, o->threads, 1),
-                 malloc((size_t)o->tensors * sizeof *t.g)};
-    if (!t.g)
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    for (int64_t k = 0; k < o->tensors; k++)
-        t.g[k] = t.grad + k * n;
-    return t;
-}
-
-static void free_tensors(tensors *t)
-{
-    free(t->g);
-    free(t->var);
-    free(t->grad);
-}
-
-static void tensor_name(char *buf, size_t n, int64_t k)
-{
-    snprintf(buf, n, "dense_%lld/kernel", (long long)k);
-}
-
-/* The core library alone (no MPI) on this rank. */
-static double time_update(const options *o, int64_t n, int steps,
-                          double *samples)
+/* The core library alone (no MPI) on this rank, all ranks at once. */
+static double time_update(const options *o, int64_t n, int steps)
 {
     adadelta_config cfg;
     make_config(o, &cfg);
     adadelta *opt = NULL;
     check(adadelta_create(&cfg, &opt), "adadelta_create");
     check(adadelta_set_threads(opt, o->threads), "adadelta_set_threads");
-    tensors t = make_tensors(o, n);
+    float *var = alloc_block(n * o->tensors, o->threads, 0);
+    float *grad = alloc_block(n * o->tensors, o->threads, 1);
+    const float **g = must(malloc((size_t)o->tensors * sizeof *g));
     int64_t shape[1] = {n};
     for (int64_t k = 0; k < o->tensors; k++) {
         char name[64];
-        tensor_name(name, sizeof name, k);
-        check(adadelta_add_variable(opt, name, ADADELTA_F32, t.var + k * n, 1, shape),
+        snprintf(name, sizeof name, "dense_%lld/kernel", (long long)k);
+        check(adadelta_add_variable(opt, name, ADADELTA_F32, var + k * n, 1, shape),
               "adadelta_add_variable");
+        g[k] = grad + k * n;
     }
-    for (int s = -o->warmup; s < steps; s++) {
-        double t0 = omp_get_wtime();
-        check(adadelta_apply(opt, t.g), "adadelta_apply");
-        double dt = omp_get_wtime() - t0;
-        if (s >= 0)
-            samples[s] = dt;
-    }
-    adadelta_destroy(opt);
-    free_tensors(&t);
-    max_over_ranks(samples, steps);
-    return median(samples, steps);
-}
-
-static double time_step(const options *o, int64_t n, int steps,
-                        adadelta_mpi_mode mode, double *samples,
-                        size_t *state_bytes)
-{
-    adadelta_config cfg;
-    make_config(o, &cfg);
-    adadelta_mpi *opt = NULL;
-    check(adadelta_mpi_create(MPI_COMM_WORLD, &cfg, mode, &opt),
-          "adadelta_mpi_create");
-    check(adadelta_mpi_set_threads(opt, o->threads), "adadelta_mpi_set_threads");
-    tensors t = make_tensors(o, n);
-    int64_t shape[1] = {n};
-    for (int64_t k = 0; k < o->tensors; k++) {
-        char name[64];
-        tensor_name(name, sizeof name, k);
-        check(adadelta_mpi_add_variable(opt, name, ADADELTA_F32, t.var + k * n, 1, shape),
-              "adadelta_mpi_add_variable");
-    }
-    check(adadelta_mpi_check_agreement(opt), "adadelta_mpi_check_agreement");
+    double *samples = must(malloc((size_t)steps * sizeof *samples));
     for (int s = -o->warmup; s < steps; s++) {
         MPI_Barrier(MPI_COMM_WORLD);
-        double t0 = MPI_Wtime();
-        check(adadelta_mpi_apply(opt, t.g), "adadelta_mpi_apply");
-        double dt = MPI_Wtime() - t0;
+        double t0 = omp_get_wtime();
+        check(adadelta_apply(opt, g), "adadelta_apply");
         if (s >= 0)
-            samples[s] = dt;
+            samples[s] = omp_get_wtime() - t0;
     }
-    *state_bytes = adadelta_mpi_state_bytes(opt);
-    adadelta_mpi_destroy(opt);
-    free_tensors(&t);
-    max_over_ranks(samples, steps);
-    return median(samples, steps);
+    double t = median_over_ranks(samples, steps);
+    adadelta_destroy(opt);
+    free(var);
+    free(grad);
+    free(g);
+    free(samples);
+    return t;
+}
+
+enum { ALLREDUCE, SHM_LIMIT, REPLICATED, REPLICATED_ZC, SHARDED, SHARDED_ZC, N_METHODS };
+
+/* Every method's samples, in rounds that alternate the order (ABBA). */
+static void time_all(const options *o, limits *l, bench_opt *opt, int steps, double *med)
+{
+    double *samples[N_METHODS];
+    int have[N_METHODS] = {1, l->shm, o->modes & 1, o->modes & 1, o->modes & 2, o->modes & 2};
+    for (int k = 0; k < N_METHODS; k++)
+        samples[k] = must(calloc((size_t)steps + 1, sizeof(double)));
+    int per = steps / o->rounds > 0 ? steps / o->rounds : 1, done = 0;
+    for (int r = 0; done < steps; r++) {
+        int now = steps - done < per ? steps - done : per;
+        for (int j = 0; j < N_METHODS; j++) {
+            int k = r % 2 ? N_METHODS - 1 - j : j;
+            if (!have[k])
+                continue;
+            bench_opt *b = k >= SHARDED ? &opt[1] : &opt[0];
+            int zc = k == REPLICATED_ZC || k == SHARDED_ZC;
+            for (int s = -1; s < now; s++) { /* one untimed step per round */
+                double t = k == ALLREDUCE   ? timed_allreduce(l)
+                           : k == SHM_LIMIT ? timed_shm_limit(l)
+                                            : timed_step(b, zc);
+                if (s >= 0)
+                    samples[k][done + s] = t;
+            }
+        }
+        done += now;
+    }
+    for (int k = 0; k < N_METHODS; k++) {
+        med[k] = have[k] ? median_over_ranks(samples[k], steps) : -1;
+        free(samples[k]);
+    }
+}
+
+/* ------------------------------------------------------------ overlap */
+
+/* Busy for `seconds` of wall clock: one layer's backward compute. */
+static void compute(double seconds)
+{
+    double end = MPI_Wtime() + seconds;
+    volatile double x = 1.0;
+    while (MPI_Wtime() < end)
+        for (int i = 0; i < 200; i++)
+            x = x * 1.0000001 + 1e-9;
+}
+
+static double timed_backward(bench_opt *b, double per_layer, int overlapped)
+{
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = MPI_Wtime();
+    if (overlapped)
+        check(adadelta_mpi_begin_step(b->o), "adadelta_mpi_begin_step");
+    for (int64_t k = b->T - 1; k >= 0; k--) { /* the last layer first */
+        compute(per_layer);
+        if (overlapped)
+            check(adadelta_mpi_grad_ready(b->o, (int)k, b->g[k]), "adadelta_mpi_grad_ready");
+    }
+    check(overlapped ? adadelta_mpi_end_step(b->o) : adadelta_mpi_apply(b->o, b->g),
+          overlapped ? "adadelta_mpi_end_step" : "adadelta_mpi_apply");
+    return MPI_Wtime() - t0;
+}
+
+static void print_overlap(const options *o, int64_t n, adadelta_mpi_mode mode, int steps)
+{
+    int L = o->layers;
+    int64_t per = n * o->tensors / L;
+    if (per < 1)
+        return;
+    bench_opt b;
+    open_opt(&b, o, per, L, mode);
+    double *s[2] = {must(calloc((size_t)steps, sizeof(double))),
+                    must(calloc((size_t)steps, sizeof(double)))};
+    /* the compute: 1.5 blocking steps, cut into L layers */
+    for (int w = 0; w < o->warmup; w++)
+        s[0][0] = timed_step(&b, 0);
+    double blocking = 0;
+    for (int i = 0; i < 5; i++)
+        blocking += timed_step(&b, 0) / 5;
+    MPI_Allreduce(MPI_IN_PLACE, &blocking, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    double per_layer = 1.5 * blocking / L;
+    for (int i = 0; i < steps; i++)
+        for (int j = 0; j < 2; j++) {
+            int k = i % 2 ? 1 - j : j;
+            s[k][i] = timed_backward(&b, per_layer, k);
+        }
+    double tb = median_over_ranks(s[0], steps), to = median_over_ranks(s[1], steps);
+    double compute_s = per_layer * L;
+    if (rank == 0)
+        printf("{\"library\":\"adadelta-mpi\",\"path\":\"overlap\",\"mode\":\"%s\",\"ranks\":%d,"
+               "\"threads\":%d,\"elements\":%lld,\"layers\":%d,\"engine\":\"%s\","
+               "\"bucket_bytes\":%lld,\"compute_seconds\":%.6g,\"blocking_step_seconds\":%.6g,"
+               "\"overlapped_step_seconds\":%.6g,\"blocking_comm_seconds\":%.6g,"
+               "\"exposed_comm_seconds\":%.6g,\"exposed_fraction\":%.4f}\n",
+               mode ? "sharded" : "replicated", nranks, o->threads, (long long)(per * L), L,
+               adadelta_mpi_engine(b.o), (long long)o->bucket_bytes, compute_s, tb, to, tb - compute_s, to - compute_s,
+               (to - compute_s) / (tb - compute_s));
+    fflush(stdout);
+    free(s[0]);
+    free(s[1]);
+    close_opt(&b);
+}
+
+/* ------------------------------------------------------------ main */
+
+static void print_step(const options *o, int64_t n, int m, const double *med, double t_up,
+                       bench_opt *b)
+{
+    double st = med[m ? SHARDED : REPLICATED], zc = med[m ? SHARDED_ZC : REPLICATED_ZC];
+    double ar = med[ALLREDUCE], shm = med[SHM_LIMIT];
+    printf("{\"library\":\"adadelta-mpi\",\"mode\":\"%s\",\"ranks\":%d,\"threads\":%d,"
+           "\"elements\":%lld,\"tensors\":%lld,\"features\":\"%s\",\"steps\":%d,"
+           "\"engine\":\"%s\",\"step_seconds\":%.6g,\"step_zero_copy_seconds\":%.6g,"
+           "\"allreduce_seconds\":%.6g,\"ratio\":%.4f,\"ratio_zero_copy\":%.4f,"
+           "\"shm_limit_seconds\":%.6g,\"update_seconds\":%.6g,"
+           "\"agreements_per_step\":%.3f,\"state_bytes_per_rank\":%zu}\n",
+           m ? "sharded" : "replicated", nranks, o->threads, (long long)n,
+           (long long)o->tensors, o->features, b->stepped, adadelta_mpi_engine(b->o), st, zc, ar,
+           st / ar, zc / ar, shm, t_up, (double)b->agreements / b->stepped,
+           adadelta_mpi_state_bytes(b->o));
+    fflush(stdout);
+}
+
+static void run_size(const options *o, int64_t n)
+{
+    int64_t total = n * o->tensors;
+    int steps = o->steps;
+    if (!steps) {
+        int64_t s = (INT64_C(1) << 26) / total;
+        steps = (int)(s < 20 ? 20 : s > 400 ? 400 : s);
+    }
+    double t_up = time_update(o, n, steps);
+    limits l;
+    open_limits(&l, total, o->threads);
+    bench_opt opt[2];
+    for (int m = 0; m < 2; m++)
+        if (o->modes & (1 << m)) {
+            open_opt(&opt[m], o, n, o->tensors, (adadelta_mpi_mode)m);
+            for (int w = 0; w < o->warmup; w++)
+                timed_step(&opt[m], 0);
+            opt[m].agreements = 0;
+            opt[m].stepped = 0;
+        }
+    double med[N_METHODS];
+    time_all(o, &l, opt, steps, med);
+    for (int m = 0; m < 2; m++)
+        if (o->modes & (1 << m)) {
+            if (rank == 0)
+                print_step(o, n, m, med, t_up, &opt[m]);
+            close_opt(&opt[m]);
+        }
+    close_limits(&l);
+    if (o->overlap)
+        for (int m = 0; m < 2; m++)
+            if (o->modes & (1 << m))
+                print_overlap(o, n, (adadelta_mpi_mode)m, steps < 40 ? steps : 40);
+}
+
+static void usage(void)
+{
+    if (rank == 0)
+        printf("usage: mpirun -np R adadelta-mpi-bench [--min-log2 A] [--max-log2 B] "
+               "[--elements N]\n"
+               "  [--tensors T] [--threads P] [--steps S] [--rounds K] [--warmup W]\n"
+               "  [--mode replicated|sharded|both] [--features "
+               "plain|weight_decay|global_clipnorm|ema|all]\n"
+               "  [--layers L] [--no-overlap] [--bucket-bytes B]\n");
+}
+
+static void parse(int argc, char **argv, options *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+            usage();
+            MPI_Finalize();
+            exit(0);
+        }
+        if (!strcmp(f, "--no-overlap")) {
+            o->overlap = 0;
+            continue;
+        }
+        if (i + 1 >= argc)
+            fail("missing value after %s", f);
+        const char *v = argv[++i];
+        if (!strcmp(f, "--min-log2"))
+            o->min_log2 = (int)parse_int(f, v, 0, 40);
+        else if (!strcmp(f, "--max-log2"))
+            o->max_log2 = (int)parse_int(f, v, 0, 40);
+        else if (!strcmp(f, "--elements"))
+            o->elements = parse_int(f, v, 1, INT64_C(1) << 40);
+        else if (!strcmp(f, "--tensors"))
+            o->tensors = parse_int(f, v, 1, INT64_C(1) << 24);
+        else if (!strcmp(f, "--threads"))
+            o->threads = (int)parse_int(f, v, 1, 4096);
+        else if (!strcmp(f, "--steps"))
+            o->steps = (int)parse_int(f, v, 1, 10000000);
+        else if (!strcmp(f, "--rounds"))
+            o->rounds = (int)parse_int(f, v, 1, 1000);
+        else if (!strcmp(f, "--warmup"))
+            o->warmup = (int)parse_int(f, v, 0, 10000000);
+        else if (!strcmp(f, "--layers"))
+            o->layers = (int)parse_int(f, v, 1, 1 << 20);
+        else if (!strcmp(f, "--bucket-bytes"))
+            o->bucket_bytes = parse_int(f, v, 1, INT64_C(1) << 40);
+        else if (!strcmp(f, "--mode")) {
+            o->modes = !strcmp(v, "replicated") ? 1 : !strcmp(v, "sharded") ? 2
+                       : !strcmp(v, "both")     ? 3
+                                                : 0;
+            if (!o->modes)
+                fail("unknown --mode %s", v);
+        } else if (!strcmp(f, "--features")) {
+            int k = feature_index(v);
+            if (k < 0)
+                fail("unknown --features %s", v);
+            o->features = feature_table[k].name;
+            o->bits = feature_table[k].bits;
+        } else
+            fail("unknown option %s", f);
+    }
 }
 
 int main(int argc, char **argv)
@@ -244,96 +579,12 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-
-    options o = {10, 25, 0, 1, 1, 0, 2, 3, "plain", 0};
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
-            if (rank == 0)
-                printf("usage: mpirun -np R adadelta-mpi-bench [--min-log2 A] "
-                       "[--max-log2 B] [--elements N]\n"
-                       "  [--tensors T] [--threads P] [--steps S] "
-                       "[--warmup W]\n"
-                       "  [--mode replicated|sharded|both] [--features "
-                       "plain|weight_decay|global_clipnorm|ema|all]\n");
-            MPI_Finalize();
-            return 0;
-        }
-        if (i + 1 >= argc)
-            fail("missing value after %s", f);
-        const char *v = argv[++i];
-        if (!strcmp(f, "--min-log2"))
-            o.min_log2 = (int)parse_int(f, v, 0, 40);
-        else if (!strcmp(f, "--max-log2"))
-            o.max_log2 = (int)parse_int(f, v, 0, 40);
-        else if (!strcmp(f, "--elements"))
-            o.elements = parse_int(f, v, 1, INT64_C(1) << 40);
-        else if (!strcmp(f, "--tensors"))
-            o.tensors = parse_int(f, v, 1, INT64_C(1) << 24);
-        else if (!strcmp(f, "--threads"))
-            o.threads = (int)parse_int(f, v, 1, 4096);
-        else if (!strcmp(f, "--steps"))
-            o.steps = (int)parse_int(f, v, 1, 10000000);
-        else if (!strcmp(f, "--warmup"))
-            o.warmup = (int)parse_int(f, v, 0, 10000000);
-        else if (!strcmp(f, "--mode")) {
-            if (!strcmp(v, "replicated"))
-                o.modes = 1;
-            else if (!strcmp(v, "sharded"))
-                o.modes = 2;
-            else if (!strcmp(v, "both"))
-                o.modes = 3;
-            else
-                fail("unknown --mode %s", v);
-        } else if (!strcmp(f, "--features")) {
-            int k = feature_index(v);
-            if (k < 0)
-                fail("unknown --features %s", v);
-            o.features = feature_table[k].name;
-            o.bits = feature_table[k].bits;
-        } else
-            fail("unknown option %s", f);
-    }
+    options o = {10, 25, 0, 1, 1, 0, 5, 3, 3, "plain", 0, 8, 1, 0};
+    parse(argc, argv, &o);
     omp_set_num_threads(o.threads);
-
-    int lo = o.min_log2, hi = o.max_log2;
-    if (o.elements)
-        lo = hi = 0;
-    for (int k = lo; k <= hi; k++) {
-        int64_t n = o.elements ? o.elements : (INT64_C(1) << k);
-        int64_t total = n * o.tensors;
-        int steps = o.steps;
-        if (!steps) {
-            int64_t s = (INT64_C(1) << 26) / total;
-            steps = (int)(s < 10 ? 10 : s > 500 ? 500 : s);
-        }
-        double *samples = malloc((size_t)steps * sizeof *samples);
-        if (!samples)
-            MPI_Abort(MPI_COMM_WORLD, 1);
-        double t_up = time_update(&o, n, steps, samples);
-        double t_ar = time_allreduce(&o, total, steps, samples);
-        for (int m = 0; m < 2; m++) {
-            if (!(o.modes & (1 << m)))
-                continue;
-            size_t sb = 0;
-            double t_st = time_step(&o, n, steps, (adadelta_mpi_mode)m,
-                                    samples, &sb);
-            double model = t_up / (m ? nranks : 1) + t_ar;
-            if (rank == 0)
-                printf("{\"library\":\"adadelta-mpi\",\"mode\":\"%s\","
-                       "\"ranks\":%d,\"threads\":%d,\"elements\":%lld,"
-                       "\"tensors\":%lld,\"features\":\"%s\",\"steps\":%d,"
-                       "\"step_seconds\":%.6g,\"allreduce_seconds\":%.6g,"
-                       "\"ratio\":%.4f,\"update_seconds\":%.6g,"
-                       "\"model_seconds\":%.6g,\"step_over_model\":%.4f,"
-                       "\"state_bytes_per_rank\":%zu}\n",
-                       m ? "sharded" : "replicated", nranks, o.threads,
-                       (long long)n, (long long)o.tensors, o.features, steps,
-                       t_st, t_ar, t_st / t_ar, t_up, model, t_st / model, sb);
-            fflush(stdout);
-        }
-        free(samples);
-    }
+    int lo = o.elements ? 0 : o.min_log2, hi = o.elements ? 0 : o.max_log2;
+    for (int k = lo; k <= hi; k++)
+        run_size(&o, o.elements ? o.elements : (INT64_C(1) << k));
     MPI_Finalize();
     return 0;
 }
