@@ -12,7 +12,9 @@
 # Environment: MPI_BENCH (default tools/adadelta-mpi-bench beside this
 # script), PYTHON (a python3 with torch; /usr/bin/python3 by default),
 # NO_TORCH=1, MODE (replicated|sharded, default replicated), OUT_DIR
-# (default docs), DATA_DIR (where mpi_bench.jsonl goes; default OUT_DIR).
+# (default docs), DATA_DIR (where mpi_bench.jsonl goes; default OUT_DIR),
+# PLOT_ONLY=1 (draw from an existing mpi_bench.jsonl; the docs' own data:
+# cat docs/mpi_bench_replicated.jsonl > DIR/mpi_bench.jsonl).
 # Needs gnuplot (Debian's gnuplot-nox).
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
@@ -34,8 +36,9 @@ if [ "${NO_TORCH:-0}" = 1 ] || ! "$py" -c 'import torch' >/dev/null 2>&1; then
 fi
 mkdir -p "$out" "$data"
 jsonl=$data/mpi_bench.jsonl
-: >"$jsonl"
+[ "${PLOT_ONLY:-0}" = 1 ] || : >"$jsonl" # PLOT_ONLY=1: redraw from mpi_bench.jsonl
 k=$min
+[ "${PLOT_ONLY:-0}" = 1 ] && k=$((max + 1))
 while [ "$k" -le "$max" ]; do
     n=$((1 << k))
     $mpirun "$bench" --elements $n --threads 1 --mode "$mode" --no-overlap | tee -a "$jsonl"
@@ -78,7 +81,7 @@ set key top left
 set grid
 plot "$dat" using 1:2 with linespoints title "adadelta-mpi ($mode)", \
      "$dat" using 1:3 with linespoints title "adadelta-mpi, zero-copy gradients", \
-     "$dat" using 1:4 with linespoints title "bare MPI\\_Allreduce", \
+     "$dat" using 1:4 with linespoints title 'bare MPI\_Allreduce', \
      "$dat" using 1:5 with linespoints title "shared-memory reduction limit", \
      "$dat" using 1:6 with linespoints title "PyTorch DDP (gloo) + Adadelta"
 EOF
