@@ -209,7 +209,14 @@ ADADELTA_EXTERN int adadelta_config_from_json(adadelta_config *cfg, const char *
 
 typedef struct adadelta adadelta;
 
-typedef enum { ADADELTA_F32 = 0, ADADELTA_F64 = 1 } adadelta_dtype;
+/* The dtype of a variable; its gradients, slots, EMA and accumulator have
+ * the same one. */
+typedef enum {
+    ADADELTA_F32 = 0,  /* float */
+    ADADELTA_F64 = 1,  /* double */
+    ADADELTA_F16 = 2,  /* IEEE binary16 (uint16_t bits) */
+    ADADELTA_BF16 = 3  /* bfloat16 (uint16_t bits: a float's upper half) */
+} adadelta_dtype;
 
 #define ADADELTA_MAX_DIMS 8
 
@@ -232,7 +239,9 @@ ADADELTA_EXTERN const char *adadelta_variable_name(const adadelta *opt, int inde
 ADADELTA_EXTERN int64_t adadelta_variable_size(const adadelta *opt, int index);
 ADADELTA_EXTERN int adadelta_variable_shape(const adadelta *opt, int index, int *ndim,
                             int64_t shape[ADADELTA_MAX_DIMS]);
-ADADELTA_EXTERN float *adadelta_variable_data(const adadelta *opt, int index);
+ADADELTA_EXTERN void *adadelta_variable_data(const adadelta *opt, int index);
+/* The variable's dtype, or -1 for an index that does not exist. */
+ADADELTA_EXTERN int adadelta_variable_dtype(const adadelta *opt, int index);
 
 /* Keras's build(): allocates the slot variables of all registered variables
  * (one contiguous block per slot kind). Done by the first apply, save, load
@@ -251,9 +260,10 @@ ADADELTA_EXTERN int adadelta_exclude_from_weight_decay(adadelta *opt, const int 
 ADADELTA_EXTERN int adadelta_uses_weight_decay(const adadelta *opt, int index);
 
 /* One optimizer.apply(grads): grads[i] is the gradient of variable i (same
- * shape, float32) or NULL for "no gradient this call" (Keras's None).
- * ADADELTA_ENOGRAD when all are NULL. */
-ADADELTA_EXTERN int adadelta_apply(adadelta *opt, const float *const *grads);
+ * shape and dtype as the variable) or NULL for "no gradient this call"
+ * (Keras's None). ADADELTA_ENOGRAD when all are NULL. In C an array of
+ * float pointers may be passed as it is (ADADELTA_GRADS below). */
+ADADELTA_EXTERN int adadelta_apply(adadelta *opt, const void *const *grads);
 
 /* Keras finalize_variable_values(): with use_ema, copies the averages into
  * the variables; otherwise nothing. */
@@ -275,10 +285,11 @@ typedef enum {
     ADADELTA_SLOT_GRADIENT_ACCUMULATOR = 3   /* gradient_accumulation_steps */
 } adadelta_slot_kind;
 
-/* Pointer to a slot variable of variable `index` (same size as it), or NULL
- * with the last error set when that slot does not exist. Writable: a caller
- * that changes it changes the optimizer's state. Builds the optimizer. */
-ADADELTA_EXTERN float *adadelta_slot(const adadelta *opt, int index, adadelta_slot_kind slot);
+/* Pointer to a slot variable of variable `index` (same size and dtype as
+ * it), or NULL with the last error set when that slot does not exist.
+ * Writable: a caller that changes it changes the optimizer's state. Builds
+ * the optimizer. */
+ADADELTA_EXTERN void *adadelta_slot(const adadelta *opt, int index, adadelta_slot_kind slot);
 
 /* LossScaleOptimizer state (dynamic_loss_scale only). */
 ADADELTA_EXTERN float adadelta_dynamic_scale(const adadelta *opt);
@@ -309,6 +320,31 @@ ADADELTA_EXTERN int adadelta_create_from_state(const char *path, const adadelta_
  * environment pins one (an unsupported or unknown name is ignored, with the
  * choice falling back as without it). Every kernel computes the same bits. */
 ADADELTA_EXTERN const char *adadelta_kernel(void);
+
+/* ------------------------------------------------------ gradient arrays */
+
+/* The gradient arrays of adadelta_apply (and adadelta_mpi_apply) are
+ * const void *const *: one pointer per variable, each in its variable's
+ * dtype. In C11 a float or double pointer array converts without a cast
+ * (checked: other pointer types do not compile). */
+#if !defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#define ADADELTA_GRADS(g)                                                                   \
+    _Generic((g), const float **: (const void *const *)(g),                                 \
+             float **: (const void *const *)(g),                                            \
+             const float *const *: (const void *const *)(g),                                \
+             const double **: (const void *const *)(g),                                     \
+             double **: (const void *const *)(g),                                           \
+             const double *const *: (const void *const *)(g),                               \
+             const uint16_t **: (const void *const *)(g),                                   \
+             uint16_t **: (const void *const *)(g),                                         \
+             const uint16_t *const *: (const void *const *)(g),                             \
+             const void **: (const void *const *)(g),                                       \
+             void **: (const void *const *)(g),                                             \
+             const void *const *: (g))
+#ifndef ADADELTA_BUILDING
+#define adadelta_apply(opt, grads) (adadelta_apply)((opt), ADADELTA_GRADS(grads))
+#endif
+#endif
 
 /* -------------------------------------------------------------- private */
 

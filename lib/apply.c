@@ -132,8 +132,9 @@ void adadelta__update_call(adadelta *opt, adadelta_call *c)
     opt->iterations++;
 }
 
-int adadelta_apply(adadelta *opt, const float *const *grads)
+int adadelta_apply(adadelta *opt, const void *const *vgrads)
 {
+    const float *const *grads = (const float *const *)vgrads;
     int rc = adadelta__check_grads(opt, grads, "apply");
     if (rc || (rc = adadelta__refuse_wrapped(opt, "apply")))
         return rc;

@@ -262,13 +262,19 @@ int adadelta_variable_shape(const adadelta *opt, int index, int *ndim,
     return ADADELTA_OK;
 }
 
-float *adadelta_variable_data(const adadelta *opt, int index)
+void *adadelta_variable_data(const adadelta *opt, int index)
 {
     const adadelta_var *v = adadelta__var_at(opt, index);
     return v ? v->data : NULL;
 }
 
-float *adadelta_slot(const adadelta *opt, int index, adadelta_slot_kind slot)
+int adadelta_variable_dtype(const adadelta *opt, int index)
+{
+    const adadelta_var *v = adadelta__var_at(opt, index);
+    return v ? (int)v->dtype : -1;
+}
+
+void *adadelta_slot(const adadelta *opt, int index, adadelta_slot_kind slot)
 {
     const adadelta_var *v = adadelta__var_at(opt, index);
     if (!v) {

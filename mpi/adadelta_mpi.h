@@ -26,6 +26,13 @@
 #ifndef ADADELTA_MPI_H
 #define ADADELTA_MPI_H
 
+/* Open MPI's C++ bindings are not needed (and removed in MPI-3). */
+#ifndef OMPI_SKIP_MPICXX
+#define OMPI_SKIP_MPICXX 1
+#endif
+#ifndef MPICH_SKIP_MPICXX
+#define MPICH_SKIP_MPICXX 1
+#endif
 #include <mpi.h>
 #include <adadelta.h>
 
@@ -76,7 +83,11 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_check_agreement(adadelta_mpi *opt);
 
 /* One data-parallel step: grads are this rank's local gradients (NULL for
  * none; all ranks must agree on which are NULL). */
-ADADELTA_MPI_EXTERN int adadelta_mpi_apply(adadelta_mpi *opt, const float *const *grads);
+ADADELTA_MPI_EXTERN int adadelta_mpi_apply(adadelta_mpi *opt, const void *const *grads);
+#if defined(ADADELTA_GRADS) && !defined(ADADELTA_MPI_BUILDING)
+/* float or double pointer arrays as they are (adadelta.h) */
+#define adadelta_mpi_apply(opt, grads) (adadelta_mpi_apply)((opt), ADADELTA_GRADS(grads))
+#endif
 ADADELTA_MPI_EXTERN int adadelta_mpi_finalize_variable_values(adadelta_mpi *opt);
 
 /* The same step overlapped with the backward pass (DDP's and Horovod's
@@ -92,7 +103,7 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_finalize_variable_values(adadelta_mpi *opt)
  * never, apply inside an open step) is refused where it happens, and
  * end_step then fails on every rank with the same status. */
 ADADELTA_MPI_EXTERN int adadelta_mpi_begin_step(adadelta_mpi *opt);
-ADADELTA_MPI_EXTERN int adadelta_mpi_grad_ready(adadelta_mpi *opt, int index, const float *grad);
+ADADELTA_MPI_EXTERN int adadelta_mpi_grad_ready(adadelta_mpi *opt, int index, const void *grad);
 ADADELTA_MPI_EXTERN int adadelta_mpi_end_step(adadelta_mpi *opt);
 
 /* Where variable `index`'s gradient may be written for the next step
@@ -104,7 +115,7 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_end_step(adadelta_mpi *opt);
  * undefined after a step, a save or a load. NULL with the last error set
  * for a bad index. The first call makes the plan (as the first step does)
  * and is collective: make it on every rank. */
-ADADELTA_MPI_EXTERN float *adadelta_mpi_gradient_buffer(adadelta_mpi *opt, int index);
+ADADELTA_MPI_EXTERN void *adadelta_mpi_gradient_buffer(adadelta_mpi *opt, int index);
 
 /* Bucket size of the overlapped step, before the first step (default
  * 4 MiB). Local; every rank must set the same. */

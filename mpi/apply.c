@@ -183,7 +183,7 @@ int adadelta_mpi__step(adadelta_mpi *m, const float *const *grads, int overlappe
     return rc;
 }
 
-float *adadelta_mpi_gradient_buffer(adadelta_mpi *m, int index)
+void *adadelta_mpi_gradient_buffer(adadelta_mpi *m, int index)
 {
     adadelta_mpi__clear_error();
     if (!m) {
@@ -201,8 +201,9 @@ float *adadelta_mpi_gradient_buffer(adadelta_mpi *m, int index)
     return m->engine->contributions(m) + m->voff[index];
 }
 
-int adadelta_mpi_apply(adadelta_mpi *m, const float *const *grads)
+int adadelta_mpi_apply(adadelta_mpi *m, const void *const *vgrads)
 {
+    const float *const *grads = (const float *const *)vgrads;
     adadelta_mpi__clear_error();
     if (!m)
         return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_apply: NULL");
@@ -241,7 +242,7 @@ int adadelta_mpi_finalize_variable_values(adadelta_mpi *m)
         for (int i = 0; i < l.n; i++) {
             const adadelta_state_tensor *t = &l.t[i];
             if (t->slot == ADADELTA_SLOT_EMA && t->end > t->begin)
-                memcpy(adadelta_variable_data(m->core, t->var) + t->begin, t->data,
+                memcpy((float *)adadelta_variable_data(m->core, t->var) + t->begin, t->data,
                        (size_t)(t->end - t->begin) * sizeof(float));
         }
         CORE->state_free(&l);

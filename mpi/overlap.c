@@ -75,7 +75,7 @@ static void start_ready_buckets(adadelta_mpi *m)
     }
 }
 
-int adadelta_mpi_grad_ready(adadelta_mpi *m, int v, const float *grad)
+int adadelta_mpi_grad_ready(adadelta_mpi *m, int v, const void *grad)
 {
     adadelta_mpi__clear_error();
     if (!m)

@@ -300,7 +300,7 @@ static void shm_gather_variables(adadelta_mpi *m)
     for (int v = 0; v < m->nv; v++) {
         int64_t b0, b1;
         if (adadelta_mpi__own_part(m, v, &b0, &b1))
-            memcpy(e->vars + m->voff[v] + b0, adadelta_variable_data(m->core, v) + b0,
+            memcpy(e->vars + m->voff[v] + b0, (float *)adadelta_variable_data(m->core, v) + b0,
                    (size_t)(b1 - b0) * sizeof(float));
     }
     bump(e->written);

@@ -561,7 +561,7 @@ static void nan_gradient_propagates(void **state)
     assert_true(isnan(m.w[1]));
     assert_true(isfinite(m.w[0]) && isfinite(m.w[2]) && isfinite(m.w[3]));
     assert_true(isfinite(m.b[0]) && isfinite(m.b[1]));
-    assert_true(isnan(adadelta_slot(m.opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD)[1]));
+    assert_true(isnan(((float *)adadelta_slot(m.opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD))[1]));
     assert_int_equal(adadelta_iterations(m.opt), 1);
     adadelta_destroy(m.opt);
 }

@@ -46,7 +46,7 @@ static void one_minus_rho_is_a_double_subtraction(void **state)
     adadelta_add_variable(opt, "w", ADADELTA_F32, &w, 0, NULL);
     const float *grads[1] = {&g};
     adadelta_apply(opt, grads);
-    float acc = adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD)[0];
+    float acc = ((float *)adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD))[0];
     /* acc = rho * 0 + (1 - rho) * 1 with 1 - rho = 0.05 rounded once */
     assert_true(acc == (float)(1.0 - 0.95));
     assert_true(acc != 1.0f - 0.95f); /* the float32 subtraction differs */
@@ -98,8 +98,8 @@ static void global_clipnorm_uses_the_norm_of_all_variables(void **state)
     adadelta_add_variable(opt, "b", ADADELTA_F32, &b, 0, NULL);
     const float *grads[2] = {&ga, &gb};
     adadelta_apply(opt, grads);
-    assert_close(adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD)[0], 0.05 * 0.36, 1e-5, 0);
-    assert_close(adadelta_slot(opt, 1, ADADELTA_SLOT_ACCUMULATED_GRAD)[0], 0.05 * 0.64, 1e-5, 0);
+    assert_close(((float *)adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD))[0], 0.05 * 0.36, 1e-5, 0);
+    assert_close(((float *)adadelta_slot(opt, 1, ADADELTA_SLOT_ACCUMULATED_GRAD))[0], 0.05 * 0.64, 1e-5, 0);
     adadelta_destroy(opt);
 }
 
@@ -141,7 +141,7 @@ static void unclipped_global_scale_is_c_times_one_over_c(void **state)
     const float *grads[1] = {&g};
     adadelta_apply(opt, grads);
     float gs = g * s;
-    assert_true(adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD)[0] ==
+    assert_true(((float *)adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD))[0] ==
                 (float)(1.0 - 0.95) * (gs * gs));
     adadelta_destroy(opt);
 }
@@ -242,13 +242,13 @@ static void accumulation_averages_then_steps_with_the_raw_iteration_schedule(voi
     const float *call1[1] = {&g1}, *call2[1] = {&g2};
     adadelta_apply(opt, call1);
     assert_true(w == 0);
-    assert_true(adadelta_slot(opt, 0, ADADELTA_SLOT_GRADIENT_ACCUMULATOR)[0] == 1);
+    assert_true(((float *)adadelta_slot(opt, 0, ADADELTA_SLOT_GRADIENT_ACCUMULATOR))[0] == 1);
     assert_int_equal(adadelta_iterations(opt), 1);
     adadelta_apply(opt, call2); /* (3 + 1) / 2 = 2, lr 0.5 */
     assert_close(w, first_delta(2, 0.95, 0.5), 1e-5, 0);
-    assert_true(adadelta_slot(opt, 0, ADADELTA_SLOT_GRADIENT_ACCUMULATOR)[0] == 0);
+    assert_true(((float *)adadelta_slot(opt, 0, ADADELTA_SLOT_GRADIENT_ACCUMULATOR))[0] == 0);
     /* EMA used the accumulated iteration count: still 0 here, so avg = w */
-    assert_true(adadelta_slot(opt, 0, ADADELTA_SLOT_EMA)[0] == w);
+    assert_true(((float *)adadelta_slot(opt, 0, ADADELTA_SLOT_EMA))[0] == w);
     adadelta_destroy(opt);
 }
 
@@ -262,7 +262,7 @@ static void loss_scale_factor_divides_the_gradients(void **state)
     adadelta_add_variable(opt, "w", ADADELTA_F32, &w, 0, NULL);
     const float *grads[1] = {&g};
     adadelta_apply(opt, grads);
-    assert_true(adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD)[0] ==
+    assert_true(((float *)adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD))[0] ==
                 (float)(1.0 - 0.95) * 4.0f);
     adadelta_destroy(opt);
 }
@@ -335,7 +335,7 @@ static void check_finite_refuses_before_any_change(void **state)
     /* not even built: variables can still be added */
     float z = 0;
     assert_int_equal(adadelta_add_variable(opt, "z", ADADELTA_F32, &z, 0, NULL), 1);
-    assert_true(adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD)[0] == 0);
+    assert_true(((float *)adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD))[0] == 0);
     adadelta_destroy(opt);
 }
 

@@ -141,7 +141,7 @@ static void corrupted_byte_anywhere_is_refused_and_changes_nothing(void **state)
     assert_non_null(bytes);
 
     adadelta *target = build(); /* fresh state, iterations 0 */
-    float before = adadelta_variable_data(target, 1)[3];
+    float before = ((float *)adadelta_variable_data(target, 1))[3];
     /* Small variables only, so the sweep stays fast: a file of its own. */
     int refused = 0;
     for (size_t i = 0; i < n; i += (i < 4096 ? 1 : 997)) {
@@ -156,8 +156,8 @@ static void corrupted_byte_anywhere_is_refused_and_changes_nothing(void **state)
     }
     assert_true(refused > 4000);
     assert_int_equal(adadelta_iterations(target), 0);
-    assert_true(adadelta_variable_data(target, 1)[3] == before);
-    assert_true(adadelta_slot(target, 1, ADADELTA_SLOT_ACCUMULATED_GRAD)[3] == 0.0f);
+    assert_true(((float *)adadelta_variable_data(target, 1))[3] == before);
+    assert_true(((float *)adadelta_slot(target, 1, ADADELTA_SLOT_ACCUMULATED_GRAD))[3] == 0.0f);
     /* truncated anywhere */
     for (size_t len = 0; len < n; len += (len < 2048 ? 1 : 4093)) {
         th_write_bytes("bad.safetensors", bytes, len);
@@ -230,8 +230,8 @@ static void killed_writer_leaves_previous_checkpoint(void **state)
 
     adadelta *back;
     assert_int_equal(adadelta_create_from_state(path, NULL, &back), 0);
-    float first = adadelta_variable_data(back, 0)[0];
-    float last = adadelta_variable_data(back, 0)[n - 1];
+    float first = ((float *)adadelta_variable_data(back, 0))[0];
+    float last = ((float *)adadelta_variable_data(back, 0))[n - 1];
     assert_true(first == last); /* one whole version, old (0) or new (1) */
     adadelta_destroy(back);
     adadelta_destroy(opt);

@@ -40,8 +40,8 @@ static void first_step_matches_hand_derivation(void **state)
     assert_int_equal(adadelta_apply(opt, grads), 0);
     double acc_g = 0.0125;
     double delta = -sqrt(1e-7) * 0.5 / sqrt(acc_g + 1e-7);
-    assert_close(adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD)[0], acc_g, 1e-6, 0);
-    assert_close(adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_DELTA_VAR)[0],
+    assert_close(((float *)adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_GRAD))[0], acc_g, 1e-6, 0);
+    assert_close(((float *)adadelta_slot(opt, 0, ADADELTA_SLOT_ACCUMULATED_DELTA_VAR))[0],
                  0.05 * delta * delta, 1e-5, 0);
     assert_close(w, 1 + delta, 1e-7, 0);
     assert_close(w, 0.998585792, 1e-7, 0);
@@ -98,7 +98,7 @@ static void none_gradient_leaves_the_variable_and_its_slots(void **state)
     const float *grads[2] = {ga, NULL};
     assert_int_equal(adadelta_apply(opt, grads), 0);
     assert_true(b[0] == 4 && b[1] == 5);
-    assert_true(adadelta_slot(opt, 1, ADADELTA_SLOT_ACCUMULATED_GRAD)[0] == 0);
+    assert_true(((float *)adadelta_slot(opt, 1, ADADELTA_SLOT_ACCUMULATED_GRAD))[0] == 0);
     assert_true(a[0] != 1);
     assert_int_equal(adadelta_iterations(opt), 1);
     adadelta_destroy(opt);
