@@ -224,6 +224,17 @@ typedef enum {
 ADADELTA_EXTERN int adadelta_create(const adadelta_config *cfg, adadelta **out);
 ADADELTA_EXTERN void adadelta_destroy(adadelta *opt);
 ADADELTA_EXTERN const adadelta_config *adadelta_get_config(const adadelta *opt);
+/* adadelta_config_from_json + adadelta_create: an optimizer from Keras's
+ * get_config() JSON (for bindings that do not build the struct). */
+ADADELTA_EXTERN int adadelta_create_from_json(const char *config_json, adadelta **out);
+
+/* Changes the learning rate from the next apply on, as Keras allows
+ * `optimizer.learning_rate = x` (a float or a schedule) during training:
+ * validated like a config's; refused values change nothing. The _json form
+ * takes Keras's learning_rate value: a number or a schedule's serialized
+ * object ({"class_name": "ExponentialDecay", "config": {...}}). */
+ADADELTA_EXTERN int adadelta_set_learning_rate(adadelta *opt, const adadelta_learning_rate *lr);
+ADADELTA_EXTERN int adadelta_set_learning_rate_json(adadelta *opt, const char *json);
 
 /* Registers a variable (Keras's var_list order is the order of these calls).
  * data stays owned by the caller and must live as long as the optimizer;

@@ -40,7 +40,7 @@
 
 #include <stdarg.h>
 
-#define ADADELTA_PRIVATE_VERSION 4
+#define ADADELTA_PRIVATE_VERSION 5
 
 typedef struct adadelta_dist_step {
     int update;         /* 1: reduce and apply; 0: accumulation only */
@@ -94,6 +94,9 @@ typedef struct adadelta_private {
     int (*vars_changed)(const adadelta *opt);
     /* finalize_variable_values of an unsharded optimizer, while wrapped. */
     int (*finalize)(adadelta *opt);
+    /* set_learning_rate while wrapped, and the Keras-JSON parse of one. */
+    int (*set_learning_rate)(adadelta *opt, const adadelta_learning_rate *lr);
+    int (*learning_rate_from_json)(const char *text, adadelta_learning_rate *out);
 
     /* The whole training state as tensors (state_tensors.h). */
     int (*state_list)(const adadelta *opt, int with_data, adadelta_state_list *out);

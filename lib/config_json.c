@@ -325,6 +325,38 @@ static int parse_config(adadelta_config *cfg, const char *text, int saved)
     return ADADELTA_OK;
 }
 
+int adadelta__learning_rate_from_json(const char *text, adadelta_learning_rate *out)
+{
+    json_error_t err;
+    json_t *v = json_loads(text, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
+    if (!v)
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "learning_rate: not valid JSON: %s (line %d, column %d)", err.text,
+                              err.line, err.column);
+    adadelta_learning_rate lr;
+    int rc = ADADELTA_OK;
+    if (json_is_number(v))
+        adadelta_lr_constant(&lr, json_number_value(v));
+    else if (json_is_object(v))
+        rc = adadelta__schedule_from_json(v, &lr);
+    else
+        rc = adadelta__fail(ADADELTA_EINVAL,
+                            "config: learning_rate must be a number or a schedule");
+    json_decref(v);
+    if (!rc)
+        *out = lr;
+    return rc;
+}
+
+int adadelta_set_learning_rate_json(adadelta *opt, const char *text)
+{
+    if (!opt || !text)
+        return adadelta__fail(ADADELTA_EINVAL, "set_learning_rate_json: NULL argument");
+    adadelta_learning_rate lr;
+    int rc = adadelta__learning_rate_from_json(text, &lr);
+    return rc ? rc : adadelta_set_learning_rate(opt, &lr);
+}
+
 int adadelta_config_from_json(adadelta_config *cfg, const char *text)
 {
     return parse_config(cfg, text, 0);

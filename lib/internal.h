@@ -146,6 +146,10 @@ float *adadelta__alloc_floats(int64_t n); /* zeroed, 64-byte aligned */
  * from const entry points. */
 int adadelta__build(const adadelta *opt);
 int adadelta__sharded(const adadelta *opt);
+/* set_learning_rate without the wrapped check. */
+int adadelta__set_learning_rate(adadelta *opt, const adadelta_learning_rate *lr);
+/* Keras's learning_rate value (a number or a schedule object) as JSON. */
+int adadelta__learning_rate_from_json(const char *text, adadelta_learning_rate *out);
 /* ESTATE naming `who` when a data-parallel layer drives opt. */
 int adadelta__refuse_wrapped(const adadelta *opt, const char *who);
 

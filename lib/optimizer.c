@@ -152,6 +152,35 @@ const adadelta_config *adadelta_get_config(const adadelta *opt)
     return opt ? &opt->cfg : NULL;
 }
 
+int adadelta_create_from_json(const char *config_json, adadelta **out)
+{
+    if (!out)
+        return adadelta__fail(ADADELTA_EINVAL, "adadelta_create_from_json: out is NULL");
+    *out = NULL;
+    adadelta_config cfg;
+    int rc = adadelta_config_from_json(&cfg, config_json);
+    return rc ? rc : adadelta_create(&cfg, out);
+}
+
+int adadelta__set_learning_rate(adadelta *opt, const adadelta_learning_rate *lr)
+{
+    adadelta_config next = opt->cfg;
+    next.learning_rate = *lr;
+    int rc = adadelta_config_validate(&next);
+    if (rc)
+        return rc;
+    opt->cfg.learning_rate = *lr;
+    return ADADELTA_OK;
+}
+
+int adadelta_set_learning_rate(adadelta *opt, const adadelta_learning_rate *lr)
+{
+    if (!opt || !lr)
+        return adadelta__fail(ADADELTA_EINVAL, "set_learning_rate: NULL argument");
+    int rc = adadelta__refuse_wrapped(opt, "set_learning_rate");
+    return rc ? rc : adadelta__set_learning_rate(opt, lr);
+}
+
 int adadelta_set_threads(adadelta *opt, int threads)
 {
     if (!opt)

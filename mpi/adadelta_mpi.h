@@ -65,6 +65,18 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_create(MPI_Comm comm, const adadelta_config
 ADADELTA_MPI_EXTERN int adadelta_mpi_wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode,
                       adadelta_mpi **out);
 ADADELTA_MPI_EXTERN void adadelta_mpi_destroy(adadelta_mpi *opt);
+/* adadelta_mpi_wrap with the communicator as its Fortran handle
+ * (MPI_Comm_c2f; mpi4py's comm.py2f()), so that bindings need not know the
+ * MPI library's C handle layout. */
+ADADELTA_MPI_EXTERN int adadelta_mpi_wrap_fortran(int comm, adadelta *core,
+                                                  adadelta_mpi_mode mode, adadelta_mpi **out);
+
+/* adadelta_set_learning_rate for every rank (Keras's
+ * optimizer.learning_rate = x): collective; every rank must pass the same
+ * learning rate, else ADADELTA_EMISMATCH everywhere and nothing changes. */
+ADADELTA_MPI_EXTERN int adadelta_mpi_set_learning_rate(adadelta_mpi *opt,
+                                                       const adadelta_learning_rate *lr);
+ADADELTA_MPI_EXTERN int adadelta_mpi_set_learning_rate_json(adadelta_mpi *opt, const char *json);
 
 /* Same meaning as adadelta_add_variable; every rank registers the same
  * variables in the same order with the same initial values. */

@@ -142,6 +142,56 @@ int adadelta_mpi_exclude_from_weight_decay(adadelta_mpi *m, const int *indices, 
     return adadelta_exclude_from_weight_decay(m->core, indices, n_indices, names, n_names);
 }
 
+int adadelta_mpi_wrap_fortran(int comm, adadelta *core, adadelta_mpi_mode mode, adadelta_mpi **out)
+{
+    return adadelta_mpi_wrap(MPI_Comm_f2c((MPI_Fint)comm), core, mode, out);
+}
+
+/* A hash of a learning rate (through the JSON of a config holding it) and
+ * whether it is valid, agreed over the ranks before any rank changes. */
+int adadelta_mpi_set_learning_rate(adadelta_mpi *m, const adadelta_learning_rate *lr)
+{
+    adadelta_mpi__clear_error();
+    if (!m || !lr)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_set_learning_rate: NULL argument");
+    adadelta_config c = *adadelta_get_config(m->core);
+    c.learning_rate = *lr;
+    int rc = adadelta_config_validate(&c);
+    uint64_t h[2] = {0, 0};
+    char *json = rc ? NULL : adadelta_config_to_json(&c);
+    if (!rc && !json)
+        rc = ADADELTA_ENOMEM;
+    if (json) {
+        h[0] = adadelta_mpi__hash(ADADELTA_MPI_HASH_START, json, strlen(json));
+        h[0] = adadelta_mpi__hash(h[0], &lr->kind, sizeof lr->kind);
+        h[1] = ~h[0];
+        free(json);
+    }
+    if ((rc = adadelta_mpi__agree(m, rc)))
+        return rc;
+    uint64_t lo[2];
+    MPI_Allreduce(h, lo, 2, MPI_UINT64_T, MPI_MIN, m->comm);
+    if (lo[0] != ~lo[1])
+        return adadelta_mpi__fail(ADADELTA_EMISMATCH,
+                                  "adadelta_mpi_set_learning_rate: ranks asked for different "
+                                  "learning rates; none changed");
+    return CORE->set_learning_rate(m->core, lr);
+}
+
+int adadelta_mpi_set_learning_rate_json(adadelta_mpi *m, const char *json)
+{
+    adadelta_mpi__clear_error();
+    if (!m)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_set_learning_rate_json: NULL");
+    adadelta_learning_rate lr;
+    int rc = json ? CORE->learning_rate_from_json(json, &lr)
+                  : adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_set_learning_rate_json: "
+                                       "json is NULL");
+    if ((rc = adadelta_mpi__agree(m, rc)))
+        return rc;
+    return adadelta_mpi_set_learning_rate(m, &lr);
+}
+
 int adadelta_mpi_set_bucket_bytes(adadelta_mpi *m, int64_t bytes)
 {
     adadelta_mpi__clear_error();

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "adadelta.h"
+#include "harness.h"
 
 static void defaults_are_keras_defaults(void **state)
 {
@@ -267,6 +268,42 @@ static void status_names_and_messages_exist(void **state)
     assert_string_equal(adadelta_version_string(), "0.1.0");
 }
 
+/* Keras's optimizer.learning_rate = x during training: a float or a
+ * schedule from the next apply on; a refused value changes nothing. */
+static void learning_rate_can_change_during_training(void **state)
+{
+    (void)state;
+    adadelta *opt;
+    assert_int_equal(adadelta_create_from_json("{\"learning_rate\": 1.0, \"rho\": 0.9}", &opt), 0);
+    assert_true(adadelta_get_config(opt)->rho == 0.9);
+    float w[2] = {1, 2}, g[2] = {0.5f, -0.5f};
+    int64_t shape[1] = {2};
+    assert_int_equal(adadelta_add_variable(opt, "w", ADADELTA_F32, w, 1, shape), 0);
+    const float *grads[1] = {g};
+    assert_int_equal(adadelta_apply(opt, grads), 0);
+    assert_int_equal(adadelta_set_learning_rate_json(opt, "0.25"), 0);
+    assert_true(adadelta_current_learning_rate(opt) == 0.25f);
+    /* ExponentialDecay at iteration 1: 2 * 0.5^(1/4) in float32 */
+    assert_int_equal(adadelta_set_learning_rate_json(
+                         opt, "{\"class_name\": \"ExponentialDecay\", \"config\": "
+                              "{\"initial_learning_rate\": 2.0, \"decay_steps\": 4, "
+                              "\"decay_rate\": 0.5}}"),
+                     0);
+    assert_true(adadelta_current_learning_rate(opt) == 2.0f * powf(0.5f, 0.25f));
+    adadelta_learning_rate bad;
+    adadelta_lr_constant(&bad, INFINITY);
+    th_assert_refused(adadelta_set_learning_rate(opt, &bad), ADADELTA_EINVAL, "learning_rate");
+    th_assert_refused(adadelta_set_learning_rate_json(opt, "\"fast\""), ADADELTA_EINVAL,
+                      "learning_rate");
+    th_assert_refused(adadelta_set_learning_rate_json(opt, "{\"class_name\": \"Nope\", "
+                                                           "\"config\": {}}"),
+                      ADADELTA_EINVAL, "Nope");
+    assert_true(adadelta_current_learning_rate(opt) == 2.0f * powf(0.5f, 0.25f));
+    th_assert_refused(adadelta_create_from_json("{\"rho\": 2}", &opt), ADADELTA_EINVAL, "rho");
+    assert_null(opt);
+    adadelta_destroy(opt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +316,7 @@ int main(void)
         cmocka_unit_test(loss_scale_optimizer_config_round_trips),
         cmocka_unit_test(schedules_keep_keras_names),
         cmocka_unit_test(status_names_and_messages_exist),
+        cmocka_unit_test(learning_rate_can_change_during_training),
     };
     return cmocka_run_group_tests(tests, NULL, NULL) ? 1 : 0;
 }

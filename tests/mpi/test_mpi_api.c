@@ -432,6 +432,40 @@ static void test_divergence_detected(void **state)
     }
 }
 
+/* optimizer.learning_rate = x on every rank: the same everywhere or
+ * refused everywhere; the wrapped core refuses its own setter; the Fortran
+ * handle of the communicator works for wrapping. */
+static void test_learning_rate_change(void **state)
+{
+    (void)state;
+    adadelta_config cfg;
+    adadelta_config_default(&cfg);
+    model m;
+    model_init(&m);
+    adadelta *core = NULL;
+    AGREE(adadelta_create(&cfg, &core) == 0);
+    for (int v = 0; v < NV; v++)
+        AGREE(adadelta_add_variable(core, names[v], ADADELTA_F32, m.data[v], nd[v], shapes[v]) ==
+              v);
+    adadelta_mpi *o = NULL;
+    AGREE(adadelta_mpi_wrap_fortran((int)MPI_Comm_c2f(MPI_COMM_WORLD), core,
+                                    ADADELTA_MPI_SHARDED, &o) == 0);
+    AGREE(run(o, &m, 0, 1, 0) == 0);
+    AGREE(adadelta_mpi_set_learning_rate_json(o, "0.5") == 0);
+    AGREE(adadelta_current_learning_rate(adadelta_mpi_core(o)) == 0.5f);
+    AGREE(adadelta_mpi_set_learning_rate_json(o, me == R - 1 ? "0.25" : "0.125") ==
+          ADADELTA_EMISMATCH);
+    AGREE(adadelta_current_learning_rate(adadelta_mpi_core(o)) == 0.5f);
+    AGREE(adadelta_mpi_set_learning_rate_json(o, me == 0 ? "-" : "0.125") == ADADELTA_EINVAL);
+    adadelta_learning_rate lr;
+    adadelta_lr_constant(&lr, 0.125);
+    AGREE(adadelta_set_learning_rate((adadelta *)adadelta_mpi_core(o), &lr) == ADADELTA_ESTATE);
+    AGREE(adadelta_current_learning_rate(adadelta_mpi_core(o)) == 0.5f);
+    AGREE(run(o, &m, 1, 2, 0) == 0);
+    adadelta_mpi_destroy(o);
+    model_free(&m);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -448,6 +482,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_mode_mismatch),
         cmocka_unit_test(test_presence_mismatch),
         cmocka_unit_test(test_divergence_detected),
+        cmocka_unit_test(test_learning_rate_change),
     };
     return RUN_MPI_TESTS(argc, argv, tests);
 }
