@@ -235,6 +235,9 @@ ADADELTA_EXTERN int adadelta_create_from_json(const char *config_json, adadelta 
  * object ({"class_name": "ExponentialDecay", "config": {...}}). */
 ADADELTA_EXTERN int adadelta_set_learning_rate(adadelta *opt, const adadelta_learning_rate *lr);
 ADADELTA_EXTERN int adadelta_set_learning_rate_json(adadelta *opt, const char *json);
+/* The same with a callback (Keras's callable learning rate). */
+ADADELTA_EXTERN int adadelta_set_learning_rate_callback(adadelta *opt, adadelta_lr_callback fn,
+                                                        void *user_data);
 
 /* Registers a variable (Keras's var_list order is the order of these calls).
  * data stays owned by the caller and must live as long as the optimizer;

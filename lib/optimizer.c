@@ -173,6 +173,13 @@ int adadelta__set_learning_rate(adadelta *opt, const adadelta_learning_rate *lr)
     return ADADELTA_OK;
 }
 
+int adadelta_set_learning_rate_callback(adadelta *opt, adadelta_lr_callback fn, void *user_data)
+{
+    adadelta_learning_rate lr;
+    adadelta_lr_from_callback(&lr, fn, user_data);
+    return adadelta_set_learning_rate(opt, &lr);
+}
+
 int adadelta_set_learning_rate(adadelta *opt, const adadelta_learning_rate *lr)
 {
     if (!opt || !lr)

@@ -77,6 +77,11 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_wrap_fortran(int comm, adadelta *core,
 ADADELTA_MPI_EXTERN int adadelta_mpi_set_learning_rate(adadelta_mpi *opt,
                                                        const adadelta_learning_rate *lr);
 ADADELTA_MPI_EXTERN int adadelta_mpi_set_learning_rate_json(adadelta_mpi *opt, const char *json);
+/* A callback learning rate: local (callbacks cannot be compared); every
+ * rank must give one that returns the same values. */
+ADADELTA_MPI_EXTERN int adadelta_mpi_set_learning_rate_callback(adadelta_mpi *opt,
+                                                                adadelta_lr_callback fn,
+                                                                void *user_data);
 
 /* Same meaning as adadelta_add_variable; every rank registers the same
  * variables in the same order with the same initial values. */

@@ -192,6 +192,17 @@ int adadelta_mpi_set_learning_rate_json(adadelta_mpi *m, const char *json)
     return adadelta_mpi_set_learning_rate(m, &lr);
 }
 
+int adadelta_mpi_set_learning_rate_callback(adadelta_mpi *m, adadelta_lr_callback fn,
+                                            void *user_data)
+{
+    adadelta_mpi__clear_error();
+    if (!m)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_set_learning_rate_callback: NULL");
+    adadelta_learning_rate lr;
+    adadelta_lr_from_callback(&lr, fn, user_data);
+    return CORE->set_learning_rate(m->core, &lr);
+}
+
 int adadelta_mpi_set_bucket_bytes(adadelta_mpi *m, int64_t bytes)
 {
     adadelta_mpi__clear_error();
