@@ -287,31 +287,59 @@ int adadelta_st_parse(const void *buf, size_t size, const char *label,
     return parse_owned(copy, size, label, out);
 }
 
+int adadelta_st_open_regular(const char *path, int *fd_out, size_t *size_out)
+{
+    /* O_NONBLOCK: opening a FIFO for reading would wait for a writer. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return st_fail(ADADELTA_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return st_fail(ADADELTA_EIO, "%s: not a regular file", path);
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0)
+        fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    *fd_out = fd;
+    *size_out = (size_t)st.st_size;
+    return ADADELTA_OK;
+}
+
+int adadelta_st_read_fd(int fd, const char *path, size_t size, unsigned char **out)
+{
+    unsigned char *buf = malloc(size ? size : 1);
+    if (!buf)
+        return st_fail(ADADELTA_ENOMEM, "%s: out of memory (%zu bytes)", path, size);
+    size_t got = 0;
+    while (got < size) {
+        ssize_t n = read(fd, buf + got, size - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : 0;
+            free(buf);
+            return st_fail(ADADELTA_EIO, "%s: read error%s%s", path, e ? ": " : " (the file shrank)",
+                           e ? strerror(e) : "");
+        }
+        got += (size_t)n;
+    }
+    *out = buf;
+    return ADADELTA_OK;
+}
+
 int adadelta_st_read(const char *path, adadelta_st_file **out)
 {
     *out = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return st_fail(ADADELTA_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(fp), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(fp);
-        return st_fail(ADADELTA_EIO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)st.st_size;
-    unsigned char *buf = malloc(size ? size : 1);
-    if (!buf) {
-        fclose(fp);
-        return st_fail(ADADELTA_ENOMEM, "%s: out of memory (%zu bytes)", path, size);
-    }
-    size_t got = fread(buf, 1, size, fp);
-    int read_error = ferror(fp);
-    fclose(fp);
-    if (read_error || got != size) {
-        free(buf);
-        return st_fail(ADADELTA_EIO, "%s: read error", path);
-    }
-    return parse_owned(buf, size, path, out);
+    int fd;
+    size_t size;
+    int rc = adadelta_st_open_regular(path, &fd, &size);
+    if (rc)
+        return rc;
+    unsigned char *buf;
+    rc = adadelta_st_read_fd(fd, path, size, &buf);
+    close(fd);
+    return rc ? rc : parse_owned(buf, size, path, out);
 }
 
 const adadelta_st_tensor *adadelta_st_find(const adadelta_st_file *f, const char *name)

@@ -40,6 +40,12 @@ uint32_t adadelta__crc32c_portable(uint32_t crc, const void *data, size_t n);
 /* Message of the last failed adadelta_st_* call in this thread. */
 const char *adadelta_st_error(void);
 
+/* Opens a regular file for reading, without blocking on a FIFO or a
+ * device (those, and folders, are refused: ADADELTA_EIO "not a regular
+ * file"); its size. And reads size bytes of it into a malloc'ed buffer. */
+int adadelta_st_open_regular(const char *path, int *fd, size_t *size);
+int adadelta_st_read_fd(int fd, const char *path, size_t size, unsigned char **out);
+
 /* Reads and checks a whole file. ADADELTA_EIO if it cannot be read,
  * ADADELTA_EFORMAT with "<path>: <what is wrong>" otherwise. */
 int adadelta_st_read(const char *path, adadelta_st_file **out);

@@ -39,6 +39,7 @@ typedef enum {
     FLIP,       /* the valid file `content` with bit 0x10 of byte n flipped (n < 0: from the end) */
     DROP,       /* @state without the tensor `content`, checksum valid */
     ITERATIONS, /* @state with optimizer/iterations = n, checksum valid */
+    FIFO,       /* @bad is a named pipe nobody writes to (must not block) */
 } making;
 
 #define HALF INT64_MIN /* CUT: half the file */
@@ -78,6 +79,10 @@ static const row rows[] = {
     {"missing: --grads file", MISSING, NULL, 0, GRADS, EXIT(3), "@bad", NULL},
     {"missing: --config file", MISSING, NULL, 0, CONFIG, EXIT(3), "@bad", NULL},
     {"missing: --params is a folder", NONE, NULL, 0, "--params @dir --grads @grads", EXIT(3), "@dir", NULL},
+    {"fifo: --params is a named pipe", FIFO, NULL, 0, PARAMS, EXIT(3), "@bad", "not a regular file"},
+    {"fifo: --grads is a named pipe", FIFO, NULL, 0, GRADS, EXIT(3), "@bad", "not a regular file"},
+    {"fifo: --config is a named pipe", FIFO, NULL, 0, CONFIG, EXIT(3), "@bad", "not a regular file"},
+    {"fifo: --resume is a named pipe", FIFO, NULL, 0, RESUME, EXIT(3), "@bad", "not a regular file"},
     {"truncated: params, 0 bytes", CUT, "@params", 0, PARAMS, EXIT(3), "@bad", NULL},
     {"truncated: params, 1 byte", CUT, "@params", 1, PARAMS, EXIT(3), "@bad", NULL},
     {"truncated: params, inside the length", CUT, "@params", 7, PARAMS, EXIT(3), "@bad", NULL},
@@ -406,6 +411,9 @@ static void make_hostile(const row *r, const char *bad)
         break;
     case ITERATIONS:
         rewrite_state(expand(r, "@state", bad), th_path(bad), NULL, &r->n);
+        break;
+    case FIFO:
+        assert_int_equal(mkfifo(th_path(bad), 0600), 0);
         break;
     }
 }

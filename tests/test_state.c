@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -271,6 +272,40 @@ static void callback_learning_rate_state_loads_back(void **state)
     adadelta_destroy(b);
 }
 
+/* A refused load changes nothing, not even the build: variables can still
+ * be added after it. A named pipe is refused at once, not waited on. */
+static void refused_loads_leave_the_optimizer_unbuilt(void **state)
+{
+    (void)state;
+    adadelta *a = build();
+    for (int k = 0; k < 3; k++)
+        apply_call(a, k);
+    const char *ok = th_path("unbuilt_ok.safetensors");
+    assert_int_equal(adadelta_save(a, ok), 0);
+    adadelta_destroy(a);
+
+    adadelta_config cfg;
+    full_config(&cfg);
+    adadelta *b;
+    assert_int_equal(adadelta_create(&cfg, &b), 0);
+    float w0[5] = {0}, w1[7] = {0}, extra[1] = {0};
+    const int64_t s0[1] = {5}, s1[1] = {7}, s2[1] = {1};
+    assert_int_equal(adadelta_add_variable(b, "layer0/w", ADADELTA_F32, w0, 1, s0), 0);
+    assert_int_equal(adadelta_add_variable(b, "layer1/w", ADADELTA_F32, w1, 1, s1), 1);
+    assert_int_equal(adadelta_add_variable(b, "layer2/w", ADADELTA_F32, extra, 1, s2), 2);
+    th_assert_refused(adadelta_load(b, ok), ADADELTA_EMISMATCH, "layer1/w");
+    const char *fifo = th_path("pipe.safetensors");
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    th_assert_refused(adadelta_load(b, fifo), ADADELTA_EIO, "not a regular file");
+    adadelta *c = NULL;
+    th_assert_refused(adadelta_create_from_state(fifo, NULL, &c), ADADELTA_EIO,
+                      "not a regular file");
+    float more[1] = {0};
+    assert_int_equal(adadelta_add_variable(b, "later/w", ADADELTA_F32, more, 1, s2), 3);
+    assert_true(w0[0] == 0 && w1[0] == 0);
+    adadelta_destroy(b);
+}
+
 static void python_reader_prints_the_state(void **state)
 {
     (void)state;
@@ -316,6 +351,7 @@ int main(void)
         cmocka_unit_test(mismatched_optimizer_is_refused_untouched),
         cmocka_unit_test(killed_writer_leaves_previous_checkpoint),
         cmocka_unit_test(callback_learning_rate_state_loads_back),
+        cmocka_unit_test(refused_loads_leave_the_optimizer_unbuilt),
         cmocka_unit_test(python_reader_prints_the_state),
     };
     int failed = cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);

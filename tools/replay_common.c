@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void usage_line(const char *prog)
 {
@@ -154,38 +155,30 @@ static int st_fail(int status)
     return replay_exit_code(status);
 }
 
+/* A config file: a regular file of JSON text (no NUL), at most 64 MiB. */
 static int read_text(const char *path, char **out)
 {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) {
-        fprintf(stderr, "error: %s: cannot open: %s\n", path, strerror(errno));
+    int fd;
+    size_t size;
+    if (adadelta_st_open_regular(path, &fd, &size))
+        return st_fail(ADADELTA_EIO);
+    unsigned char *buf = NULL;
+    int rc = size > (64u << 20) ? -1 : adadelta_st_read_fd(fd, path, size, &buf);
+    close(fd);
+    if (rc < 0 && !buf && size > (64u << 20)) {
+        fprintf(stderr, "error: %s: larger than 64 MiB, not a config\n", path);
         return EXIT_BAD_FILE;
     }
-    size_t cap = 4096, n = 0;
-    char *s = malloc(cap);
-    size_t got;
-    while (s && (got = fread(s + n, 1, cap - n - 1, fp)) > 0) {
-        n += got;
-        if (n + 1 == cap) {
-            char *bigger = cap < (64u << 20) ? realloc(s, cap * 2) : NULL;
-            if (!bigger) {
-                free(s);
-                s = NULL;
-                break;
-            }
-            s = bigger;
-            cap *= 2;
-        }
+    if (rc)
+        return st_fail(rc);
+    char *s = realloc(buf, size + 1);
+    if (!s) {
+        free(buf);
+        fprintf(stderr, "error: %s: out of memory\n", path);
+        return 1;
     }
-    int err = ferror(fp);
-    fclose(fp);
-    if (!s || err) {
-        free(s);
-        fprintf(stderr, "error: %s: cannot read (or larger than 64 MiB)\n", path);
-        return EXIT_BAD_FILE;
-    }
-    s[n] = '\0';
-    if (strlen(s) != n) {
+    s[size] = '\0';
+    if (strlen(s) != size) {
         free(s);
         fprintf(stderr, "error: %s: holds a NUL byte, not JSON text\n", path);
         return EXIT_USAGE;
@@ -233,7 +226,7 @@ int replay_make_optimizer(const replay_opts *o, adadelta **out)
     adadelta_config_default(&cfg);
     int rc;
     if (o->config) {
-        char *text;
+        char *text = NULL;
         if ((rc = read_text(o->config, &text)))
             return rc;
         rc = adadelta_config_from_json(&cfg, text);
