@@ -4,6 +4,7 @@
 #include "mpi_internal.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Used only when the core's interface is missing (a libadadelta of
@@ -52,28 +53,56 @@ const char *adadelta_mpi_last_error(void)
     return CORE ? adadelta_last_error() : fallback;
 }
 
+/* A failing rank's status and reason, as every rank gathers them. */
+typedef struct reason {
+    int status;
+    char msg[248];
+} reason;
+
+enum { REASONS_SHOWN = 4 };
+
 int adadelta_mpi__agree_comm(MPI_Comm comm, int rc)
 {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
-    /* No allocation, so every rank always makes the same two calls. */
-    int key = rc ? rank : size, first;
-    MPI_Allreduce(&key, &first, 1, MPI_INT, MPI_MIN, comm);
-    if (first == size)
+    /* No allocation on the common path: every rank makes the same call. */
+    int failed = rc != 0, n_failed;
+    MPI_Allreduce(&failed, &n_failed, 1, MPI_INT, MPI_SUM, comm);
+    if (!n_failed)
         return 0;
-    struct {
-        int status;
-        char msg[1024];
-    } what;
-    if (rank == first) {
-        what.status = rc;
-        snprintf(what.msg, sizeof what.msg, "%s", adadelta_mpi_last_error());
-    }
-    MPI_Bcast(&what, (int)sizeof what, MPI_BYTE, first, comm);
+    /* Some rank failed: every rank learns every failing rank's reason and
+     * returns the lowest failing rank's status, the same everywhere. */
+    reason mine = {rc, ""};
     if (rc)
+        snprintf(mine.msg, sizeof mine.msg, "%s", adadelta_mpi_last_error());
+    reason *all = malloc((size_t)size * sizeof *all);
+    if (!all) { /* the lowest failing rank's status alone, through a minimum */
+        int key = rc ? rank : size, first, status = rc;
+        MPI_Allreduce(&key, &first, 1, MPI_INT, MPI_MIN, comm);
+        MPI_Bcast(&status, 1, MPI_INT, first, comm);
+        return adadelta_mpi__fail(status, "rank %d failed (out of memory for its reason)", first);
+    }
+    MPI_Allgather(&mine, (int)sizeof mine, MPI_BYTE, all, (int)sizeof mine, MPI_BYTE, comm);
+    char text[1024];
+    size_t at = 0;
+    int status = 0, shown = 0;
+    for (int r = 0; r < size; r++) {
+        if (!all[r].status)
+            continue;
+        if (!status)
+            status = all[r].status;
+        if (shown++ < REASONS_SHOWN && at < sizeof text)
+            at += (size_t)snprintf(text + at, sizeof text - at, "%srank %d: %s", at ? "; " : "",
+                                   r, all[r].msg);
+    }
+    if (shown > REASONS_SHOWN && at < sizeof text)
+        snprintf(text + at, sizeof text - at, "; and %d more rank(s)", shown - REASONS_SHOWN);
+    free(all);
+    /* One failing rank, this one: its own message as it was. */
+    if (n_failed == 1 && rc)
         return rc;
-    return adadelta_mpi__fail(what.status, "rank %d: %s", first, what.msg);
+    return adadelta_mpi__fail(status, "%s", text);
 }
 
 int adadelta_mpi__agree(const adadelta_mpi *m, int rc)

@@ -265,6 +265,25 @@ static void test_load_failures_agree(void **state)
         AGREE(strlen(adadelta_mpi_last_error()) > 0);
         AGREE(adadelta_iterations(adadelta_mpi_core(o)) == 1);
         AGREE(adadelta_mpi_check_identical(o) == 0);
+        /* Different failures on different ranks (rank 0 a corrupt file,
+         * rank 1 a missing one): the same status everywhere, rank 0's,
+         * with every failing rank's reason in the message. */
+        if (R >= 2) {
+            if (me == 0) {
+                FILE *fp = fopen(path_of("corrupt.st"), "wb");
+                fputs("not a state file, not even safetensors", fp);
+                fclose(fp);
+            }
+            MPI_Barrier(MPI_COMM_WORLD);
+            rc = adadelta_mpi_load(o, me == 0   ? path_of("corrupt.st")
+                                      : me == 1 ? path_of("missing.st")
+                                                : good);
+            AGREE(rc == ADADELTA_EFORMAT);
+            AGREE(strstr(adadelta_mpi_last_error(), "rank 0: ") != NULL);
+            AGREE(strstr(adadelta_mpi_last_error(), "rank 1: ") != NULL);
+            AGREE(strstr(adadelta_mpi_last_error(), "missing.st") != NULL);
+            AGREE(adadelta_iterations(adadelta_mpi_core(o)) == 1);
+        }
         AGREE(adadelta_mpi_load(o, good) == 0);
         AGREE(adadelta_iterations(adadelta_mpi_core(o)) == 2);
         adadelta_mpi_destroy(o);
@@ -386,6 +405,13 @@ static void test_mode_mismatch(void **state)
         cfg.rho = 2.0;
     rc = adadelta_mpi_create(MPI_COMM_WORLD, &cfg, ADADELTA_MPI_REPLICATED, &o);
     AGREE(rc == ADADELTA_EINVAL && o == NULL);
+    /* A bad mode on rank 0 only: rank 0 sees EINVAL, the others a mode
+     * mismatch; all return rank 0's status. */
+    adadelta_config_default(&cfg);
+    rc = adadelta_mpi_create(MPI_COMM_WORLD, &cfg,
+                             me == 0 ? (adadelta_mpi_mode)7 : ADADELTA_MPI_REPLICATED, &o);
+    AGREE(rc == ADADELTA_EINVAL && o == NULL);
+    AGREE(strstr(adadelta_mpi_last_error(), "rank 0: ") != NULL);
 }
 
 static void test_presence_mismatch(void **state)
