@@ -34,6 +34,10 @@ const char *adadelta_st_dtype_name(adadelta_st_dtype d) { return dtypes[d].name;
 
 static _Thread_local char st_error[1024];
 
+/* The checksum's digits in a header, as the writer leaves them for later
+ * and as a whole-file checksum reads them. */
+static const char placeholder[] = "00000000";
+
 const char *adadelta_st_error(void) { return st_error; }
 
 static int st_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -358,6 +362,27 @@ const char *adadelta_st_meta(const adadelta_st_file *f, const char *key)
     return NULL;
 }
 
+size_t adadelta_st_checksum_at(const adadelta_st_file *f)
+{
+    static const char key[] = "\"checksum\":\"";
+    const size_t k = sizeof key - 1;
+    size_t at = 0;
+    int found = 0;
+    for (size_t i = 8; i + k + 9 <= f->data_start; i++)
+        if (f->buf[i] == '"' && !memcmp(f->buf + i, key, k)) {
+            found++;
+            at = i + k;
+        }
+    return found == 1 && f->buf[at + 8] == '"' ? at : 0;
+}
+
+uint32_t adadelta_st_file_crc(const adadelta_st_file *f, size_t at)
+{
+    uint32_t crc = adadelta__crc32c(0, f->buf, at);
+    crc = adadelta__crc32c(crc, placeholder, 8);
+    return adadelta__crc32c(crc, f->buf + at + 8, f->size - at - 8);
+}
+
 void adadelta_st_copy_f32(const adadelta_st_tensor *t, float *dst)
 {
     if (t->nbytes)
@@ -415,6 +440,59 @@ static char *build_header(const adadelta_st_out *t, int n, const char *const *me
     return text;
 }
 
+int adadelta_st_plan(const adadelta_st_out *t, int n, const char *const *meta_kv, int n_meta,
+                     int checksum, adadelta_st_layout *out)
+{
+    memset(out, 0, sizeof *out);
+    char *header = build_header(t, n, meta_kv, n_meta, checksum ? placeholder : NULL);
+    if (!header)
+        return st_fail(ADADELTA_EINVAL, "cannot build the header (out of memory, or tensor "
+                                        "names that are not unique UTF-8)");
+    size_t hlen = strlen(header);
+    if (hlen > MAX_HEADER) {
+        free(header);
+        return st_fail(ADADELTA_EINVAL,
+                       "the header would be %zu bytes, over the %u bytes readers accept", hlen,
+                       MAX_HEADER);
+    }
+    out->header = header;
+    out->header_len = hlen;
+    out->data_start = 8 + ((hlen + 7) & ~(size_t)7); /* data starts 8-aligned */
+    out->offsets = malloc(((size_t)n + 1) * sizeof *out->offsets);
+    if (!out->offsets) {
+        adadelta_st_layout_free(out);
+        return st_fail(ADADELTA_ENOMEM, "out of memory for %d tensors", n);
+    }
+    size_t at = out->data_start;
+    for (int i = 0; i < n; i++) {
+        out->offsets[i] = at;
+        at += out_bytes(&t[i]);
+    }
+    out->total = at;
+    out->checksum = checksum;
+    if (checksum) {
+        const char *key = strstr(header, "\"checksum\":\"");
+        out->checksum_at = 8 + (size_t)(key - header) + strlen("\"checksum\":\"");
+    }
+    return ADADELTA_OK;
+}
+
+void adadelta_st_layout_free(adadelta_st_layout *l)
+{
+    free(l->header);
+    free(l->offsets);
+    memset(l, 0, sizeof *l);
+}
+
+void adadelta_st_prefix(const adadelta_st_layout *l, unsigned char *buf)
+{
+    uint64_t len = l->data_start - 8;
+    for (int i = 0; i < 8; i++)
+        buf[i] = (unsigned char)(len >> (8 * i));
+    memcpy(buf + 8, l->header, l->header_len);
+    memset(buf + 8 + l->header_len, ' ', l->data_start - 8 - l->header_len);
+}
+
 /* After the rename, fsync the folder so the new name itself is durable. */
 static void sync_parent_dir(const char *path)
 {
@@ -436,69 +514,113 @@ static void sync_parent_dir(const char *path)
     }
 }
 
-int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
-                      const char *const *meta_kv, int n_meta, int with_checksum)
+int adadelta_st_create_temp(const char *path, int *fd, char **tmp_out)
 {
-    char checksum[9];
-    if (with_checksum) {
-        uint32_t crc = 0;
-        for (int i = 0; i < n; i++)
-            crc = adadelta__crc32c(crc, t[i].data, out_bytes(&t[i]));
-        snprintf(checksum, sizeof checksum, "%08x", crc);
-    }
-    char *header = build_header(t, n, meta_kv, n_meta, with_checksum ? checksum : NULL);
-    if (!header)
-        return st_fail(ADADELTA_EINVAL,
-                              "%s: cannot build the header (out of memory, or tensor "
-                              "names that are not unique UTF-8)",
-                              path);
-    size_t hlen = strlen(header);
-    size_t padded = (hlen + 7) & ~(size_t)7; /* data starts 8-aligned */
-
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) {
-        free(header);
+    char *tmp = malloc(plen + 48);
+    if (!tmp)
         return st_fail(ADADELTA_ENOMEM, "%s: out of memory", path);
+    static unsigned counter;
+    for (int attempt = 0; attempt < 100; attempt++) {
+        unsigned k = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+        snprintf(tmp, plen + 48, "%s.tmp.%ld.%u.%d", path, (long)getpid(), k, attempt);
+        /* mode 0666 and the umask, as any new file (mkstemp would give 0600) */
+        *fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (*fd >= 0) {
+            *tmp_out = tmp;
+            return ADADELTA_OK;
+        }
+        if (errno != EEXIST)
+            break;
     }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(header);
-        free(tmp);
-        return st_fail(ADADELTA_EIO, "%s: cannot create a temporary file: %s", path,
-                              strerror(e));
-    }
-    fchmod(fd, 0644);
-    FILE *fp = fdopen(fd, "wb");
-    int ok = fp != NULL;
-    unsigned char len8[8];
-    for (int i = 0; i < 8; i++)
-        len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    ok = ok && fwrite(len8, 1, 8, fp) == 8 && fwrite(header, 1, hlen, fp) == hlen;
-    for (size_t i = hlen; ok && i < padded; i++)
-        ok = fputc(' ', fp) != EOF;
-    for (int i = 0; ok && i < n; i++) {
-        size_t nb = out_bytes(&t[i]);
-        ok = nb == 0 || fwrite(t[i].data, 1, nb, fp) == nb;
-    }
-    ok = ok && fflush(fp) == 0 && fsync(fileno(fp)) == 0;
     int e = errno;
-    if (fp)
-        ok = (fclose(fp) == 0) && ok;
-    else
-        close(fd);
-    free(header);
-    if (!ok || rename(tmp, path) != 0) {
-        if (ok)
-            e = errno;
-        unlink(tmp);
-        free(tmp);
-        return st_fail(ADADELTA_EIO, "%s: write failed: %s", path, strerror(e));
-    }
     free(tmp);
-    sync_parent_dir(path);
+    return st_fail(ADADELTA_EIO, "%s: cannot create a temporary file: %s", path, strerror(e));
+}
+
+int adadelta_st_pwrite_all(int fd, const void *buf, size_t n, size_t offset, const char *path)
+{
+    const unsigned char *p = buf;
+    while (n) {
+        ssize_t w = pwrite(fd, p, n, (off_t)offset);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return st_fail(ADADELTA_EIO, "%s: write failed: %s", path,
+                           w < 0 ? strerror(errno) : "no space written");
+        p += w;
+        n -= (size_t)w;
+        offset += (size_t)w;
+    }
     return ADADELTA_OK;
+}
+
+int adadelta_st_commit(int fd, char *tmp, const char *path)
+{
+    int rc = ADADELTA_OK;
+    if (fsync(fd) != 0)
+        rc = st_fail(ADADELTA_EIO, "%s: fsync failed: %s", path, strerror(errno));
+    if (close(fd) != 0 && !rc)
+        rc = st_fail(ADADELTA_EIO, "%s: close failed: %s", path, strerror(errno));
+    if (!rc && rename(tmp, path) != 0)
+        rc = st_fail(ADADELTA_EIO, "%s: rename failed: %s", path, strerror(errno));
+    if (rc)
+        unlink(tmp);
+    else
+        sync_parent_dir(path);
+    free(tmp);
+    return rc;
+}
+
+void adadelta_st_abort(int fd, char *tmp)
+{
+    if (fd >= 0)
+        close(fd);
+    if (tmp)
+        unlink(tmp);
+    free(tmp);
+}
+
+/* The checksum digits of a layout written over placeholders: "%08x". */
+static void checksum_digits(uint32_t crc, char out[9]) { snprintf(out, 9, "%08x", crc); }
+
+int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
+                      const char *const *meta_kv, int n_meta, int checksum)
+{
+    adadelta_st_layout l;
+    int rc = adadelta_st_plan(t, n, meta_kv, n_meta, checksum, &l);
+    if (rc)
+        return st_fail(rc, "%s: %s", path, adadelta_st_error());
+    unsigned char *prefix = malloc(l.data_start);
+    int fd = -1;
+    char *tmp = NULL;
+    if (!prefix)
+        rc = st_fail(ADADELTA_ENOMEM, "%s: out of memory", path);
+    else
+        rc = adadelta_st_create_temp(path, &fd, &tmp);
+    if (!rc) {
+        adadelta_st_prefix(&l, prefix);
+        /* v1 (data only) starts its CRC at the data, v2 at the file */
+        uint32_t crc = checksum == ADADELTA_ST_CHECKSUM_FILE
+                           ? adadelta__crc32c(0, prefix, l.data_start)
+                           : 0;
+        rc = adadelta_st_pwrite_all(fd, prefix, l.data_start, 0, path);
+        for (int i = 0; !rc && i < n; i++) {
+            size_t nb = out_bytes(&t[i]);
+            crc = adadelta__crc32c(crc, t[i].data, nb);
+            rc = nb ? adadelta_st_pwrite_all(fd, t[i].data, nb, l.offsets[i], path) : 0;
+        }
+        char digits[9];
+        checksum_digits(crc, digits);
+        if (!rc && checksum)
+            rc = adadelta_st_pwrite_all(fd, digits, 8, l.checksum_at, path);
+        if (rc) {
+            adadelta_st_abort(fd, tmp);
+        } else {
+            rc = adadelta_st_commit(fd, tmp, path);
+        }
+    }
+    free(prefix);
+    adadelta_st_layout_free(&l);
+    return rc;
 }

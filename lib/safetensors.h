@@ -73,11 +73,47 @@ typedef struct adadelta_st_out {
     const void *data;
 } adadelta_st_out;
 
-/* Writes tensors in the given order with metadata pairs; the header gets a
- * "checksum" entry (CRC-32C of the data) when with_checksum. Written to a
- * temporary file in the same folder, flushed, fsync'ed and renamed, so the
- * previous file survives a crash. */
+/* The "checksum" metadata entry: none, CRC-32C of the data section (state
+ * version 1), or of the whole file with its own 8 hex digits read as
+ * "00000000" (version 2: the header is covered too). */
+enum { ADADELTA_ST_CHECKSUM_NONE = 0, ADADELTA_ST_CHECKSUM_DATA = 1,
+       ADADELTA_ST_CHECKSUM_FILE = 2 };
+
+/* Writes tensors in the given order with metadata pairs and the checksum
+ * asked for. Written to a temporary file in the same folder (with the
+ * umask's permissions), fsync'ed and renamed, then the folder fsync'ed, so
+ * the previous file survives a crash. */
 int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
-                      const char *const *meta_kv, int n_meta, int with_checksum);
+                      const char *const *meta_kv, int n_meta, int checksum);
+
+/* The pieces of a writer, for writers that put the data in place
+ * themselves (several processes writing parts of one file): */
+typedef struct adadelta_st_layout {
+    char *header;        /* JSON, with "00000000" for the checksum digits */
+    size_t header_len;
+    size_t data_start;   /* 8 + the header padded to 8 bytes */
+    size_t *offsets;     /* per tensor: the file offset of its data */
+    size_t total;        /* the file's size */
+    int checksum;        /* ADADELTA_ST_CHECKSUM_* */
+    size_t checksum_at;  /* file offset of the checksum's 8 digits */
+} adadelta_st_layout;
+int adadelta_st_plan(const adadelta_st_out *t, int n, const char *const *meta_kv, int n_meta,
+                     int checksum, adadelta_st_layout *out);
+void adadelta_st_layout_free(adadelta_st_layout *l);
+/* The file's first data_start bytes (length, header, padding) into buf. */
+void adadelta_st_prefix(const adadelta_st_layout *l, unsigned char *buf);
+/* A temporary file beside path, opened for writing (free *tmp through
+ * commit or abort); full writes at an offset; fsync + rename + folder
+ * fsync; or close and remove. */
+int adadelta_st_create_temp(const char *path, int *fd, char **tmp);
+int adadelta_st_pwrite_all(int fd, const void *buf, size_t n, size_t offset, const char *path);
+int adadelta_st_commit(int fd, char *tmp, const char *path);
+void adadelta_st_abort(int fd, char *tmp);
+
+/* Where a whole-file checksum's 8 digits are in a file's header (the one
+ * '"checksum":"' in it), or 0 when there is not exactly one. */
+size_t adadelta_st_checksum_at(const adadelta_st_file *f);
+/* The whole-file CRC-32C of f with the digits at `at` read as '0'. */
+uint32_t adadelta_st_file_crc(const adadelta_st_file *f, size_t at);
 
 #endif

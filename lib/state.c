@@ -42,9 +42,9 @@ int adadelta__state_write(const adadelta *opt, const adadelta_state_list *l, con
         for (int i = 0; i < l->n; i++)
             t[i] = (adadelta_st_out){l->t[i].name, l->t[i].dtype, l->t[i].ndim, l->t[i].shape,
                                      l->t[i].data};
-        const char *meta[] = {"format", "adadelta-state", "version", "1",
+        const char *meta[] = {"format", "adadelta-state", "version", "2",
                               "config", config,           "variables", vars};
-        rc = st_status(adadelta_st_write(path, t, l->n, meta, 4, 1));
+        rc = st_status(adadelta_st_write(path, t, l->n, meta, 4, ADADELTA_ST_CHECKSUM_FILE));
     }
     free(t);
     free(config);

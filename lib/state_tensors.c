@@ -114,19 +114,28 @@ int adadelta__state_check_file(const adadelta_st_file *f, const char *path)
     if (!format || strcmp(format, "adadelta-state") != 0)
         return adadelta__fail(ADADELTA_EFORMAT, "%s: metadata format is not adadelta-state",
                               path);
-    if (!version || strcmp(version, "1") != 0)
-        return adadelta__fail(ADADELTA_EFORMAT, "%s: state version '%s' is not supported (1)",
-                              path, version ? version : "(none)");
+    int v1 = version && !strcmp(version, "1"), v2 = version && !strcmp(version, "2");
+    if (!v1 && !v2)
+        return adadelta__fail(ADADELTA_EFORMAT,
+                              "%s: state version '%s' is not supported (1 or 2)", path,
+                              version ? version : "(none)");
     if (!checksum)
         return adadelta__fail(ADADELTA_EFORMAT, "%s: metadata has no checksum", path);
+    /* Version 1 covers the data, version 2 the whole file (the header with
+     * its names, shapes and config too). */
+    size_t at = v2 ? adadelta_st_checksum_at(f) : 0;
+    if (v2 && !at)
+        return adadelta__fail(ADADELTA_EFORMAT,
+                              "%s: the header must hold exactly one \"checksum\" entry", path);
     char got[9];
     snprintf(got, sizeof got, "%08x",
-             adadelta__crc32c(0, f->buf + f->data_start, f->size - f->data_start));
+             v2 ? adadelta_st_file_crc(f, at)
+                : adadelta__crc32c(0, f->buf + f->data_start, f->size - f->data_start));
     if (strcmp(got, checksum) != 0)
         return adadelta__fail(ADADELTA_EFORMAT,
-                              "%s: checksum mismatch (file says %s, data gives %s): the "
+                              "%s: checksum mismatch (file says %s, %s gives %s): the "
                               "file is corrupted",
-                              path, checksum, got);
+                              path, checksum, v2 ? "the file" : "the data", got);
     if (!adadelta_st_meta(f, "config") || !adadelta_st_meta(f, "variables"))
         return adadelta__fail(ADADELTA_EFORMAT, "%s: metadata lacks config or variables", path);
     return ADADELTA_OK;

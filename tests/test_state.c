@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* memmem */
 /* test_state.c - checkpoints: exact resume with every feature on, corrupted
  * files refused without touching the optimizer, a writer killed mid-write
  * leaves the previous file loadable, and the numpy reader reads it. */
@@ -7,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <jansson.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -306,6 +308,85 @@ static void refused_loads_leave_the_optimizer_unbuilt(void **state)
     adadelta_destroy(b);
 }
 
+/* The version-2 checksum covers the header too: a file whose header was
+ * edited (two same-shaped slots swapped, rho changed in the stored config)
+ * with the data and the old checksum kept is refused; version-1 files
+ * (data-only checksum) still load. */
+static unsigned char *file_bytes(const char *path, size_t *n)
+{
+    unsigned char *b = th_read_file(path, n);
+    assert_non_null(b);
+    return b;
+}
+
+static void write_with_header(const char *name, const unsigned char *old, size_t old_n,
+                              const char *header)
+{
+    uint64_t old_h = 0;
+    for (int i = 7; i >= 0; i--)
+        old_h = old_h << 8 | old[i];
+    size_t h = strlen(header), padded = (h + 7) & ~(size_t)7;
+    size_t data = old_n - 8 - (size_t)old_h, n = 8 + padded + data;
+    unsigned char *b = malloc(n);
+    assert_non_null(b);
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    memcpy(b + 8, header, h);
+    memset(b + 8 + h, ' ', padded - h);
+    memcpy(b + 8 + padded, old + 8 + old_h, data);
+    th_write_bytes(name, b, n);
+    free(b);
+}
+
+static void header_edits_are_refused(void **state)
+{
+    (void)state;
+    adadelta *a = build();
+    for (int k = 0; k < 2; k++)
+        apply_call(a, k);
+    const char *path = th_path("v2.safetensors");
+    assert_int_equal(adadelta_save(a, path), 0);
+    size_t n;
+    unsigned char *raw = file_bytes(path, &n);
+    uint64_t h = 0;
+    for (int i = 7; i >= 0; i--)
+        h = h << 8 | raw[i];
+    json_error_t err;
+    json_t *hdr = json_loadb((const char *)raw + 8, (size_t)h, 0, &err);
+    assert_non_null(hdr);
+    /* the two Adadelta slots of layer1/w trade names */
+    const char *g = "optimizer/accumulated_grad/layer1/w",
+               *d = "optimizer/accumulated_delta_var/layer1/w";
+    json_t *tg = json_incref(json_object_get(hdr, g)), *td = json_incref(json_object_get(hdr, d));
+    json_object_set_new(hdr, g, td);
+    json_object_set_new(hdr, d, tg);
+    char *swapped = json_dumps(hdr, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(hdr);
+    write_with_header("swapped.safetensors", raw, n, swapped);
+    free(swapped);
+    adadelta *b = build();
+    th_assert_refused(adadelta_load(b, th_path("swapped.safetensors")), ADADELTA_EFORMAT,
+                      "checksum");
+    /* rho 0.95 -> 0.15 inside the stored config, same length */
+    unsigned char *at = memmem(raw, (size_t)(8 + h), "rho\\\": 0.95", 11);
+    assert_non_null(at);
+    at[9] = '1'; /* 0.95 -> 0.15 */
+    th_write_bytes("rho.safetensors", raw, n);
+    th_assert_refused(adadelta_load(b, th_path("rho.safetensors")), ADADELTA_EFORMAT, "checksum");
+    assert_int_equal(adadelta_load(b, path), 0);
+    free(raw);
+    adadelta_destroy(a);
+    adadelta_destroy(b);
+    /* a version-1 file (tests/golden: written before version 2) loads */
+    const char *src = getenv("ADADELTA_SRCDIR");
+    char v1[1024];
+    snprintf(v1, sizeof v1, "%s/tests/golden/keras_kitchen_sink.safetensors", src ? src : "..");
+    adadelta *c = NULL;
+    assert_int_equal(adadelta_create_from_state(v1, NULL, &c), 0);
+    assert_true(adadelta_iterations(c) == 12);
+    adadelta_destroy(c);
+}
+
 static void python_reader_prints_the_state(void **state)
 {
     (void)state;
@@ -352,6 +433,7 @@ int main(void)
         cmocka_unit_test(killed_writer_leaves_previous_checkpoint),
         cmocka_unit_test(callback_learning_rate_state_loads_back),
         cmocka_unit_test(refused_loads_leave_the_optimizer_unbuilt),
+        cmocka_unit_test(header_edits_are_refused),
         cmocka_unit_test(python_reader_prints_the_state),
     };
     int failed = cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);

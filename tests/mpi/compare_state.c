@@ -1,4 +1,9 @@
-/* compare_state GOT EXPECTED [RTOL ATOL] - the conformance comparison
+/* compare_state --exact GOT EXPECTED - the same state, bit for bit: the
+ * same tensors in the same order (names, dtypes, shapes, data bytes) and the
+ * same metadata, except "version" and "checksum", which change with the
+ * state format (the golden files are version 1).
+ *
+ * compare_state GOT EXPECTED [RTOL ATOL] - the conformance comparison
  * (conformance/README.md): every tensor of EXPECTED must be in GOT with the
  * same dtype and shape (a scalar may be [] or [1]) and |got - exp| <= rtol * (|exp| + atol / rtol)
  * element-wise (NaN matches NaN); integer tensors must be equal. Extra
@@ -23,10 +28,49 @@ static double value(const adadelta_st_tensor *t, int64_t i)
     return d;
 }
 
+static int same_state(const adadelta_st_file *a, const adadelta_st_file *b, const char *name)
+{
+    if (a->n != b->n) {
+        fprintf(stderr, "%s: %d tensors, expected %d\n", name, a->n, b->n);
+        return 0;
+    }
+    for (int i = 0; i < a->n; i++) {
+        const adadelta_st_tensor *x = &a->t[i], *y = &b->t[i];
+        int same = !strcmp(x->name, y->name) && x->dtype == y->dtype && x->ndim == y->ndim &&
+                   x->nbytes == y->nbytes && !memcmp(x->data, y->data, x->nbytes);
+        for (int d = 0; same && d < x->ndim; d++)
+            same = x->shape[d] == y->shape[d];
+        if (!same) {
+            fprintf(stderr, "%s: tensor %d (%s, expected %s) differs\n", name, i, x->name,
+                    y->name);
+            return 0;
+        }
+    }
+    for (int i = 0; i < b->n_meta; i++) {
+        const char *k = b->meta_keys[i], *v = adadelta_st_meta(a, k);
+        if (strcmp(k, "version") && strcmp(k, "checksum") && (!v || strcmp(v, b->meta_values[i]))) {
+            fprintf(stderr, "%s: metadata %s differs\n", name, k);
+            return 0;
+        }
+    }
+    return a->n_meta == b->n_meta;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 4 && !strcmp(argv[1], "--exact")) {
+        adadelta_st_file *a, *b;
+        if (adadelta_st_read(argv[2], &a) || adadelta_st_read(argv[3], &b)) {
+            fprintf(stderr, "%s\n", adadelta_st_error());
+            return 99;
+        }
+        int same = same_state(a, b, argv[2]);
+        adadelta_st_free(a);
+        adadelta_st_free(b);
+        return same ? 0 : 1;
+    }
     if (argc != 3 && argc != 5) {
-        fprintf(stderr, "usage: %s GOT EXPECTED [RTOL ATOL]\n", argv[0]);
+        fprintf(stderr, "usage: %s GOT EXPECTED [RTOL ATOL] | --exact GOT EXPECTED\n", argv[0]);
         return 99;
     }
     double rtol = argc == 5 ? atof(argv[3]) : 2e-5, atol = argc == 5 ? atof(argv[4]) : 1e-6;

@@ -41,6 +41,16 @@ same_bytes() {
     if cmp -s "$1" "$2"; then ok "$3"; else fail "$3 ($1 and $2 differ)"; fi
 }
 
+# same_state A B WHAT: the same tensors and metadata bit for bit, the state
+# format's version and checksum aside (the golden files are version 1).
+same_state() {
+    if "$COMPARE_STATE" --exact "$1" "$2" 2>"$tmp/same_state.err"; then
+        ok "$3"
+    else
+        fail "$3 ($1 and $2 differ: $(cat "$tmp/same_state.err"))"
+    fi
+}
+
 # matches GOT EXPECTED WHAT: the conformance tolerance (rtol 2e-5, atol 1e-6).
 matches() {
     if "$COMPARE_STATE" "$1" "$2" 2e-5 1e-6 >"$tmp/cmp.log" 2>&1; then
