@@ -219,6 +219,8 @@ typedef enum {
 } adadelta_dtype;
 
 #define ADADELTA_MAX_DIMS 8
+/* The longest variable name, in bytes (it goes into saved states). */
+#define ADADELTA_VARIABLE_NAME_MAX 4096
 
 /* Validates cfg and creates an optimizer; *out is NULL on failure. */
 ADADELTA_EXTERN int adadelta_create(const adadelta_config *cfg, adadelta **out);
@@ -243,7 +245,10 @@ ADADELTA_EXTERN int adadelta_set_learning_rate_callback(adadelta *opt, adadelta_
  * data stays owned by the caller and must live as long as the optimizer;
  * the optimizer updates it in place. Only ADADELTA_F32 is supported now.
  * ndim 0 is a scalar. Allowed only before the optimizer is built. Returns the
- * variable's index (>= 0) or a negative status. */
+ * variable's index (>= 0) or a negative status. A name that could not be
+ * saved and loaded is refused: empty, not well-formed UTF-8, longer than
+ * ADADELTA_VARIABLE_NAME_MAX, `__metadata__`, starting with `optimizer/`,
+ * or one that would take a saved state's header past the readers' limit. */
 ADADELTA_EXTERN int adadelta_add_variable(adadelta *opt, const char *name, adadelta_dtype dtype,
                           void *data, int ndim, const int64_t *shape);
 ADADELTA_EXTERN int adadelta_num_variables(const adadelta *opt);

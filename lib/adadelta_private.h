@@ -50,6 +50,8 @@ typedef struct adadelta_dist_step {
     /* the core's own */
     const float *const *grads;
     adadelta_step_params p;
+    int lr_ready; /* lr evaluated by begin (check_finite) */
+    float lr;
 } adadelta_dist_step;
 
 typedef struct adadelta_private {

@@ -145,11 +145,17 @@ int adadelta_apply(adadelta *opt, const void *const *vgrads)
     adadelta_call c;
     memset(&c, 0, sizeof c);
     c.grads = grads;
-    /* Refusals first: a refused call leaves even the build undone. */
+    /* Refusals first: a refused call leaves even the build undone. An
+     * update's learning rate is evaluated here then (once per call). */
     if (opt->cfg.check_finite && !adadelta__grads_finite(opt, &c))
         return adadelta__fail(ADADELTA_ENONFINITE,
                               "apply: a gradient holds NaN or Inf (check_finite "
                               "is on); nothing was changed");
+    int update = !adadelta__is_accumulation_only(opt);
+    float lr = 0;
+    if (opt->cfg.check_finite && update &&
+        (rc = adadelta__refuse_nonfinite_lr(opt, lr = adadelta__learning_rate_now(opt))))
+        return rc;
     if ((rc = adadelta__build(opt)))
         return rc;
     opt->applied = 1;
@@ -158,7 +164,7 @@ int adadelta_apply(adadelta *opt, const void *const *vgrads)
         return ADADELTA_OK;
     }
     adadelta__set_divisor(opt, &c.p);
-    if (adadelta__is_accumulation_only(opt)) {
+    if (!update) {
         adadelta__accumulate_call(opt, &c);
         return ADADELTA_OK;
     }
@@ -166,7 +172,7 @@ int adadelta_apply(adadelta *opt, const void *const *vgrads)
         c.p.accumulate = 1;
         c.p.steps = (float)opt->cfg.gradient_accumulation_steps;
     }
-    adadelta__set_update_params(opt, &c.p);
+    adadelta__set_update_params(opt, &c.p, opt->cfg.check_finite ? &lr : NULL);
     if (adadelta__needs_norms(&opt->cfg))
         adadelta__sum_squares(opt, &c);
     adadelta__update_call(opt, &c);

@@ -33,12 +33,27 @@ void adadelta_config_default(adadelta_config *cfg)
     cfg->check_finite = 0;
 }
 
-/* Each check names the argument and the value, as jansson's errors do. */
+/* Each check names the argument and the value, as jansson's errors do.
+ * The step uses every hyperparameter in float32: a value must also be valid
+ * after that conversion (1e-50 is 0 there, 1e39 infinite). */
 int adadelta__need_finite(const char *what, double x)
 {
     if (!isfinite(x))
         return adadelta__fail(ADADELTA_EINVAL, "config: %s = %g is not a finite number",
                               what, x);
+    if (!isfinite((float)x))
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "config: %s = %g is not finite as float32 (the step's precision)",
+                              what, x);
+    return ADADELTA_OK;
+}
+
+/* A non-zero value that float32 rounds to 0. */
+static int need_nonzero_f32(const char *what, double x)
+{
+    if (x != 0 && (float)x == 0)
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "config: %s = %g is 0 as float32 (the step's precision)", what, x);
     return ADADELTA_OK;
 }
 
@@ -60,16 +75,17 @@ int adadelta__need_positive(const char *what, double x)
         return rc;
     if (!(x > 0))
         return adadelta__fail(ADADELTA_EINVAL, "config: %s = %g must be > 0", what, x);
-    return ADADELTA_OK;
+    return need_nonzero_f32(what, x);
 }
 
 int adadelta__optional_finite(const char *what, double x)
 {
-    /* NaN is "unset"; only infinities can be wrong here. */
-    if (isinf(x))
-        return adadelta__fail(ADADELTA_EINVAL, "config: %s = %g is not a finite number",
-                              what, x);
-    return ADADELTA_OK;
+    /* NaN is "unset"; only infinities (and values float32 cannot hold)
+     * can be wrong here. */
+    if (isnan(x))
+        return ADADELTA_OK;
+    int rc = adadelta__need_finite(what, x);
+    return rc ? rc : need_nonzero_f32(what, x);
 }
 
 int adadelta_config_validate(const adadelta_config *cfg)

@@ -4,6 +4,7 @@
 #include "internal.h"
 #include "adadelta_private.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,12 @@ static int dist_begin(adadelta *opt, const float *const *grads, adadelta_dist_st
         memset(&c, 0, sizeof c);
         c.grads = grads;
         st->nonfinite = !adadelta__grads_finite(opt, &c);
+    }
+    /* check_finite covers the learning rate, evaluated here then (once). */
+    if (opt->cfg.check_finite && st->update) {
+        st->lr = adadelta__learning_rate_now(opt);
+        st->lr_ready = 1;
+        st->nonfinite |= !isfinite(st->lr);
     }
     return ADADELTA_OK;
 }
@@ -161,8 +168,8 @@ static int dist_finish(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
 {
     if (opt->cfg.check_finite && any_nonfinite)
         return adadelta__fail(ADADELTA_ENONFINITE,
-                              "apply: a gradient holds NaN or Inf (check_finite "
-                              "is on); nothing was changed");
+                              "apply: a gradient or the learning rate holds NaN or Inf "
+                              "(check_finite is on); nothing was changed");
     opt->applied = 1;
     if (opt->cfg.dynamic_loss_scale && any_nonfinite) {
         adadelta__skip_nonfinite_call(opt);
@@ -179,7 +186,7 @@ static int dist_finish(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
     mean_call(opt, st, mean, &c);
     if (opt->cfg.gradient_accumulation_steps)
         adadelta__for_all_shards(opt, shard_zero_accumulator, NULL);
-    adadelta__set_update_params(opt, &c.p);
+    adadelta__set_update_params(opt, &c.p, st->lr_ready ? &st->lr : NULL);
     adadelta__update_call(opt, &c);
     return ADADELTA_OK;
 }

@@ -45,6 +45,7 @@ struct adadelta {
     int n_vars, cap_vars;
     adadelta_var *vars;
     int64_t total_elements;
+    size_t header_bytes; /* bound of the variables' part of a saved header */
     /* Variables by name (open addressing over indices + 1, 0 = empty). */
     int *name_index;
     int name_index_cap;
@@ -178,8 +179,13 @@ void adadelta__partition(const adadelta *opt, int parts, int *bounds);
 float adadelta__learning_rate_now(const adadelta *opt);
 /* The divisor of a loss scale (LossScaleOptimizer or loss_scale_factor). */
 void adadelta__set_divisor(const adadelta *opt, adadelta_step_params *p);
-/* rho, epsilon, lr, weight decay of an update call. */
-void adadelta__set_update_params(const adadelta *opt, adadelta_step_params *p);
+/* rho, epsilon, lr, weight decay of an update call; lr: the learning
+ * rate already evaluated for this call, or NULL to evaluate it. */
+void adadelta__set_update_params(const adadelta *opt, adadelta_step_params *p,
+                                 const float *lr);
+/* ENONFINITE when check_finite is on and the learning rate of this call is
+ * not finite (a callback's NaN would poison every variable). */
+int adadelta__refuse_nonfinite_lr(const adadelta *opt, float lr);
 /* EMA constants of this call (Keras's public iteration count). */
 void adadelta__set_ema_params(const adadelta *opt, adadelta_step_params *p);
 /* Clip constants from the per-shard sums of squares in opt->partials. */

@@ -54,10 +54,10 @@ int adadelta_lr_piecewise_constant_decay(adadelta_learning_rate *lr, int n_bound
 {
     if (!lr || (n_boundaries > 0 && !boundaries) || !values)
         return adadelta__fail(ADADELTA_EINVAL, "PiecewiseConstantDecay: NULL argument");
-    if (n_boundaries < 0 || n_boundaries > ADADELTA_MAX_PIECES)
+    if (n_boundaries < 1 || n_boundaries > ADADELTA_MAX_PIECES)
         return adadelta__fail(ADADELTA_EINVAL,
                               "PiecewiseConstantDecay: %d boundaries is "
-                              "outside [0, %d]",
+                              "outside [1, %d]",
                               n_boundaries, ADADELTA_MAX_PIECES);
     adadelta__lr_start(lr, ADADELTA_LR_PIECEWISE_CONSTANT_DECAY);
     lr->n_boundaries = n_boundaries;

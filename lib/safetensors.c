@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define MAX_HEADER (100u << 20) /* as the reference implementation */
+#define MAX_HEADER ADADELTA_ST_MAX_HEADER
 
 
 static const struct {
@@ -257,8 +257,18 @@ static int parse_owned(unsigned char *buf, size_t size, const char *label,
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
         hlen = hlen << 8 | buf[i];
-    if (hlen > size - 8 || hlen > MAX_HEADER) {
+    if (hlen > MAX_HEADER || hlen > size - 8) {
         adadelta_st_free(f);
+        /* A header length past either limit is most often no safetensors file at all
+         * (the first 8 bytes of a text or other file). */
+        if (hlen > MAX_HEADER && hlen > size - 8)
+            return bad(label, "not a safetensors file (its first 8 bytes give a header "
+                              "length of %llu, more than the file's %zu bytes and the "
+                              "readers' limit of %u)",
+                       (unsigned long long)hlen, size, MAX_HEADER);
+        if (hlen > MAX_HEADER)
+            return bad(label, "header length %llu exceeds the readers' limit of %u bytes",
+                       (unsigned long long)hlen, MAX_HEADER);
         return bad(label, "header length %llu exceeds the %zu bytes after it",
                    (unsigned long long)hlen, size - 8);
     }

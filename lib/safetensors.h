@@ -8,6 +8,9 @@
 
 #include "adadelta.h"
 
+/* The largest header a reader accepts (as the reference implementation). */
+#define ADADELTA_ST_MAX_HEADER (100u << 20)
+
 typedef enum { ADADELTA_ST_F32 = 0, ADADELTA_ST_F64 = 1, ADADELTA_ST_I64 = 2 } adadelta_st_dtype;
 
 typedef struct adadelta_st_tensor {

@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,15 +50,31 @@ static float polynomial(const adadelta_learning_rate *lr, float step, int64_t ra
     return (initial - end) * powf(1.0f - p, (float)lr->power) + end;
 }
 
-static float piecewise(const adadelta_learning_rate *lr, float step_f32, int64_t raw_step)
+/* Keras casts each boundary to the step's integer type (truncation: -0.5
+ * acts as 0; a boundary beyond int64 saturates here) and sums indicators
+ * times values in float32 (so unsorted boundaries give what Keras gives,
+ * and a selected -0.0 comes out as +0.0). */
+static int64_t boundary(double b)
+{
+    if (b >= 9223372036854775807.0)
+        return INT64_MAX;
+    if (b <= -9223372036854775808.0)
+        return INT64_MIN;
+    return (int64_t)b;
+}
+
+static float piecewise(const adadelta_learning_rate *lr, float step_f32, int64_t step)
 {
     (void)step_f32;
     int n = lr->n_boundaries;
-    double s = (double)raw_step;
-    for (int i = 0; i < n; i++)
-        if (s <= lr->boundaries[i])
-            return (float)lr->values[i];
-    return (float)lr->values[n];
+    float result = 0.0f;
+    result += (float)(step <= boundary(lr->boundaries[0])) * (float)lr->values[0];
+    result += (float)(step > boundary(lr->boundaries[n - 1])) * (float)lr->values[n];
+    for (int i = 0; i + 1 < n; i++) {
+        int in = step > boundary(lr->boundaries[i]) && step <= boundary(lr->boundaries[i + 1]);
+        result += (float)in * (float)lr->values[i + 1];
+    }
+    return result;
 }
 
 /* CosineDecay's _decay_function. */
@@ -222,7 +239,7 @@ void adadelta__lr_start(adadelta_learning_rate *lr, adadelta_lr_kind kind)
 float adadelta_lr_evaluate(const adadelta_learning_rate *lr, int64_t step)
 {
     if (!lr || (lr->kind == ADADELTA_LR_PIECEWISE_CONSTANT_DECAY &&
-                (lr->n_boundaries < 0 || lr->n_boundaries > ADADELTA_MAX_PIECES)))
+                (lr->n_boundaries < 1 || lr->n_boundaries > ADADELTA_MAX_PIECES)))
         return NAN;
     if (lr->kind == ADADELTA_LR_CONSTANT)
         return (float)lr->value;
@@ -256,10 +273,11 @@ static int check_key(const char *key, key_check check, double x)
 static int validate_pieces(const adadelta_learning_rate *lr)
 {
     int rc;
-    if (lr->n_boundaries < 0 || lr->n_boundaries > ADADELTA_MAX_PIECES)
+    /* Keras reads boundaries[0]: an empty list fails at the first step. */
+    if (lr->n_boundaries < 1 || lr->n_boundaries > ADADELTA_MAX_PIECES)
         return adadelta__fail(ADADELTA_EINVAL,
                               "config: learning_rate.boundaries has %d "
-                              "entries, outside [0, %d]",
+                              "entries, outside [1, %d]",
                               lr->n_boundaries, ADADELTA_MAX_PIECES);
     for (int i = 0; i < lr->n_boundaries; i++)
         if ((rc = adadelta__need_finite("learning_rate.boundaries[]", lr->boundaries[i])))
@@ -273,6 +291,10 @@ static int validate_pieces(const adadelta_learning_rate *lr)
 int adadelta__validate_lr(const adadelta_learning_rate *lr)
 {
     int rc;
+    if (!memchr(lr->name, '\0', sizeof lr->name))
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "config: learning_rate.name is not terminated within its %zu bytes",
+                              sizeof lr->name);
     if (lr->kind == ADADELTA_LR_CONSTANT) {
         /* stored in a float32 variable, as Keras does: it must fit */
         if ((rc = adadelta__need_finite("learning_rate", lr->value)))

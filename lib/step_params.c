@@ -22,15 +22,27 @@ void adadelta__set_divisor(const adadelta *opt, adadelta_step_params *p)
     }
 }
 
-void adadelta__set_update_params(const adadelta *opt, adadelta_step_params *p)
+void adadelta__set_update_params(const adadelta *opt, adadelta_step_params *p,
+                                 const float *lr)
 {
     const adadelta_config *cfg = &opt->cfg;
-    p->lr = adadelta__learning_rate_now(opt); /* once, before anything changes */
+    /* once per call, before anything changes (or already, by the checks) */
+    p->lr = lr ? *lr : adadelta__learning_rate_now(opt);
     p->rho = (float)cfg->rho;
     p->one_minus_rho = (float)(1.0 - cfg->rho);
     p->epsilon = (float)cfg->epsilon;
     p->weight_decay = adadelta_is_set(cfg->weight_decay);
     p->wd = (float)cfg->weight_decay;
+}
+
+int adadelta__refuse_nonfinite_lr(const adadelta *opt, float lr)
+{
+    if (!opt->cfg.check_finite || isfinite(lr))
+        return ADADELTA_OK;
+    return adadelta__fail(ADADELTA_ENONFINITE,
+                          "apply: the learning rate is %g (check_finite is on); nothing was "
+                          "changed",
+                          (double)lr);
 }
 
 static int64_t public_iterations(const adadelta *opt)

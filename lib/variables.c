@@ -101,19 +101,45 @@ int adadelta__reserve(adadelta *opt, int n_vars, int n_shards)
 
 /* --------------------------------------------------------- registering */
 
-/* 1 if s is valid UTF-8 (names go into a JSON header). */
+/* 1 if s is well-formed UTF-8 (names go into a JSON header): no overlong
+ * forms, no UTF-16 surrogates, nothing above U+10FFFF. */
 static int valid_utf8(const unsigned char *s)
 {
     while (*s) {
-        int n = *s < 0x80 ? 0 : (*s >> 5) == 6 ? 1 : (*s >> 4) == 14 ? 2 : (*s >> 3) == 30 ? 3 : -1;
+        unsigned c = *s;
+        int n = c < 0x80 ? 0 : c >= 0xC2 && c <= 0xDF ? 1 : (c & 0xF0) == 0xE0 ? 2
+                : c >= 0xF0 && c <= 0xF4             ? 3
+                                                     : -1;
         if (n < 0)
             return 0;
         for (int i = 1; i <= n; i++)
             if ((s[i] & 0xC0) != 0x80)
                 return 0;
+        if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] >= 0xA0) ||
+            (c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] >= 0x90))
+            return 0; /* overlong, surrogate, above U+10FFFF */
         s += n + 1;
     }
     return 1;
+}
+
+/* Bytes of a name once written as a JSON string (jansson escapes '"', '\\'
+ * and control characters, at most 6 bytes each). */
+static size_t json_length(const char *name)
+{
+    size_t n = 2;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        n += *p == '"' || *p == '\\' ? 2 : *p < 0x20 ? 6 : 1;
+    return n;
+}
+
+/* An upper bound of what a variable adds to a saved state's header: its
+ * tensor entry and one per slot kind (each at most 120 bytes besides the
+ * name), and its entry in the metadata's variable list, escaped twice. */
+static size_t header_bytes(const char *name)
+{
+    size_t e = json_length(name);
+    return (1 + ADADELTA_N_SLOTS) * (e + 120) + 2 * e + 8;
 }
 
 static int check_shape(const char *name, int ndim, const int64_t *shape, int64_t *size_out)
@@ -145,6 +171,11 @@ static int check_new_variable(const adadelta *opt, const char *name, adadelta_dt
 {
     if (!name || !*name)
         return adadelta__fail(ADADELTA_EINVAL, "add_variable: the name is empty");
+    size_t len = strnlen(name, ADADELTA_VARIABLE_NAME_MAX + 1);
+    if (len > ADADELTA_VARIABLE_NAME_MAX)
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "add_variable '%.40s...': the name is longer than %d bytes", name,
+                              ADADELTA_VARIABLE_NAME_MAX);
     /* Names become safetensors tensor names next to the optimizer's own. */
     if (!valid_utf8((const unsigned char *)name) || !strcmp(name, "__metadata__") ||
         !strncmp(name, "optimizer/", 10))
@@ -171,6 +202,14 @@ static int check_new_variable(const adadelta *opt, const char *name, adadelta_dt
     if (adadelta__index_of(opt, name) >= 0)
         return adadelta__fail(ADADELTA_EINVAL,
                               "add_variable '%s': a variable with this name exists", name);
+    /* What could be saved must load: the header stays under the readers'
+     * limit (the config and the rest of the metadata take < 64 KiB). */
+    if (opt->header_bytes + header_bytes(name) > ADADELTA_ST_MAX_HEADER - (64u << 10))
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "add_variable '%.60s': with it the names of the %d variables "
+                              "would make a saved state's header longer than the %u bytes "
+                              "readers accept",
+                              name, opt->n_vars + 1, ADADELTA_ST_MAX_HEADER);
     return ADADELTA_OK;
 }
 
@@ -210,6 +249,7 @@ int adadelta_add_variable(adadelta *opt, const char *name, adadelta_dtype dtype,
     opt->vars[v] = var;
     opt->n_vars++;
     opt->name_index[index_slot(opt, name)] = v + 1;
+    opt->header_bytes += header_bytes(name);
     adadelta__add_shards(opt, v, size);
     opt->total_elements += size;
     return v;

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "adadelta.h"
@@ -720,6 +721,101 @@ static void replay_nan_gradient_propagates(void **state)
     adadelta_st_free(f);
 }
 
+/* check_finite also covers the learning rate: a callback returning NaN or
+ * an infinity is refused before anything changes. */
+static float bad_lr_value;
+static float bad_lr(void *ud)
+{
+    (void)ud;
+    return bad_lr_value;
+}
+
+static void check_finite_refuses_a_nonfinite_learning_rate(void **state)
+{
+    (void)state;
+    adadelta_config cfg = lr_one();
+    cfg.check_finite = 1;
+    adadelta_lr_from_callback(&cfg.learning_rate, bad_lr, NULL);
+    small_model m;
+    make_model(&m, &cfg);
+    float gw[4] = {1, 2, 3, 4}, gb[2] = {1, 2};
+    const float *g[2] = {gw, gb};
+    bad_lr_value = 1.0f;
+    assert_int_equal(adadelta_apply(m.opt, g), 0);
+    float w[4];
+    memcpy(w, m.w, sizeof w);
+    float values[] = {NAN, INFINITY, -INFINITY};
+    for (int i = 0; i < 3; i++) {
+        bad_lr_value = values[i];
+        th_assert_refused(adadelta_apply(m.opt, g), ADADELTA_ENONFINITE, "learning rate");
+        assert_int_equal(adadelta_iterations(m.opt), 1);
+        assert_memory_equal(m.w, w, sizeof w);
+    }
+    bad_lr_value = 0.5f;
+    assert_int_equal(adadelta_apply(m.opt, g), 0);
+    adadelta_destroy(m.opt);
+}
+
+/* Names that could not be saved and loaded are refused when added:
+ * malformed UTF-8 (overlong, surrogates, above U+10FFFF), too long, or so
+ * many long names that the saved header would pass the readers' limit. */
+static void unsavable_names_are_refused(void **state)
+{
+    (void)state;
+    adadelta_config cfg;
+    adadelta_config_default(&cfg);
+    adadelta *opt;
+    assert_int_equal(adadelta_create(&cfg, &opt), 0);
+    float x[1] = {0};
+    int64_t one[1] = {1};
+    const char *bad[] = {"over\xC0\xAFlong", "over\xE0\x80\xAFlong", "sur\xED\xA0\x80rogate",
+                         "big\xF4\x90\x80\x80", "big\xF5\x80\x80\x80", "cut\xE2\x82"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        th_assert_refused(adadelta_add_variable(opt, bad[i], ADADELTA_F32, x, 1, one),
+                          ADADELTA_EINVAL, "UTF-8");
+    assert_true(adadelta_add_variable(opt, "ok/\xE2\x82\xAC/\xF0\x9F\x98\x80", ADADELTA_F32, x,
+                                      1, one) == 0);
+    char *name = malloc(ADADELTA_VARIABLE_NAME_MAX + 2);
+    assert_non_null(name);
+    memset(name, 'a', ADADELTA_VARIABLE_NAME_MAX + 1);
+    name[ADADELTA_VARIABLE_NAME_MAX + 1] = '\0';
+    th_assert_refused(adadelta_add_variable(opt, name, ADADELTA_F32, x, 1, one), ADADELTA_EINVAL,
+                      "longer than");
+    /* many names of the longest length: refused before the header limit */
+    name[ADADELTA_VARIABLE_NAME_MAX] = '\0';
+    int added = 1, rc = 0;
+    for (int k = 0; k < 10000 && rc >= 0; k++) {
+        snprintf(name, 16, "%08d", k);
+        name[8] = 'a';
+        rc = adadelta_add_variable(opt, name, ADADELTA_F32, x, 1, one);
+        added += rc >= 0;
+    }
+    assert_int_equal(rc, ADADELTA_EINVAL);
+    assert_non_null(strstr(adadelta_last_error(), "header"));
+    assert_true(added > 1000);
+    /* and what was accepted saves and loads */
+    assert_int_equal(adadelta_save(opt, th_path("long.safetensors")), 0);
+    assert_int_equal(adadelta_load(opt, th_path("long.safetensors")), 0);
+    unlink(th_path("long.safetensors"));
+    free(name);
+    adadelta_destroy(opt);
+}
+
+/* An --out that cannot be written is status 3 (a file), naming it. */
+static void unwritable_out_is_status_3(void **state)
+{
+    (void)state;
+    char err[4096];
+    char out[600];
+    snprintf(out, sizeof out, "%s/no-such-folder/out.safetensors", th_tmpdir());
+    int rc = run(TH_ARGS("--params", th_path("params.safetensors"), "--grads",
+                         th_path("grads.safetensors")),
+                 out, err, sizeof err);
+    assert_int_equal(rc, 3);
+    assert_true(is_one_line(err));
+    assert_non_null(strstr(err, out));
+}
+
 #define T(f) cmocka_unit_test_setup(f, fresh)
 
 int main(void)
@@ -731,6 +827,9 @@ int main(void)
         T(loss_scale_optimizer_skips_nonfinite_step),
         T(check_finite_refuses_before_any_change),
         T(replay_nan_gradient_propagates),
+        T(check_finite_refuses_a_nonfinite_learning_rate),
+        T(unsavable_names_are_refused),
+        T(unwritable_out_is_status_3),
     };
     enum { N_BEFORE = sizeof before / sizeof before[0], N_AFTER = sizeof after / sizeof after[0] };
     static struct CMUnitTest tests[N_BEFORE + N_ROWS + N_AFTER];

@@ -304,6 +304,46 @@ static void learning_rate_can_change_during_training(void **state)
     adadelta_destroy(opt);
 }
 
+/* The step computes in float32: values that are valid as doubles but not
+ * after that conversion are refused, naming the key. */
+static void values_invalid_as_float32_are_refused(void **state)
+{
+    (void)state;
+    adadelta_config c;
+    adadelta_config_default(&c);
+    adadelta_lr_exponential_decay(&c.learning_rate, 1.0, 1e-50, 0.9, 0);
+    th_assert_refused(adadelta_config_validate(&c), ADADELTA_EINVAL, "decay_steps");
+    adadelta_lr_exponential_decay(&c.learning_rate, 1e39, 10, 0.9, 0);
+    th_assert_refused(adadelta_config_validate(&c), ADADELTA_EINVAL, "initial_learning_rate");
+    adadelta_lr_cosine_decay_restarts(&c.learning_rate, 1.0, 10, 1e-50, 1.0, 0.0);
+    th_assert_refused(adadelta_config_validate(&c), ADADELTA_EINVAL, "t_mul");
+    adadelta_config_default(&c);
+    c.dynamic_loss_scale = 1;
+    c.initial_scale = 1e-50;
+    th_assert_refused(adadelta_config_validate(&c), ADADELTA_EINVAL, "initial_scale");
+    adadelta_config_default(&c);
+    c.clipnorm = 1e-50;
+    th_assert_refused(adadelta_config_validate(&c), ADADELTA_EINVAL, "clipnorm");
+    adadelta_config_default(&c);
+    c.weight_decay = 1e39;
+    th_assert_refused(adadelta_config_validate(&c), ADADELTA_EINVAL, "weight_decay");
+    adadelta_config_default(&c);
+    c.loss_scale_factor = 1e-50;
+    th_assert_refused(adadelta_config_validate(&c), ADADELTA_EINVAL, "loss_scale_factor");
+    adadelta_config_default(&c);
+    c.epsilon = 1e39;
+    th_assert_refused(adadelta_config_validate(&c), ADADELTA_EINVAL, "epsilon");
+    /* a schedule's name must be a terminated string */
+    adadelta_config_default(&c);
+    adadelta_lr_exponential_decay(&c.learning_rate, 1.0, 10, 0.9, 0);
+    memset(c.learning_rate.name, 'x', sizeof c.learning_rate.name);
+    th_assert_refused(adadelta_config_validate(&c), ADADELTA_EINVAL, "learning_rate.name");
+    /* float32-representable small values stay valid */
+    adadelta_config_default(&c);
+    adadelta_lr_exponential_decay(&c.learning_rate, 1.0, 1e-30, 0.9, 0);
+    assert_int_equal(adadelta_config_validate(&c), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -317,6 +357,7 @@ int main(void)
         cmocka_unit_test(schedules_keep_keras_names),
         cmocka_unit_test(status_names_and_messages_exist),
         cmocka_unit_test(learning_rate_can_change_during_training),
+        cmocka_unit_test(values_invalid_as_float32_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL) ? 1 : 0;
 }

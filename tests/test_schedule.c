@@ -63,6 +63,38 @@ static void piecewise_constant_uses_inclusive_upper_bounds(void **state)
     assert_int_equal(adadelta_lr_piecewise_constant_decay(&lr, -1, b, v), ADADELTA_EINVAL);
 }
 
+/* Keras's formula (learning_rate_schedule.py, 3.6.0): the boundaries cast
+ * to the step's integer type, then the sum of indicator x value terms in
+ * float32 (values[0] term, values[-1] term, then the middle ones). */
+static void piecewise_constant_computes_as_keras(void **state)
+{
+    (void)state;
+    adadelta_learning_rate lr;
+    /* unsorted: the indicators overlap, as in Keras (7 gives 1 + 3) */
+    double b[] = {10, 5}, v[] = {1, 2, 3};
+    assert_int_equal(adadelta_lr_piecewise_constant_decay(&lr, 2, b, v), 0);
+    assert_true(adadelta_lr_evaluate(&lr, 3) == 1.0f);
+    assert_true(adadelta_lr_evaluate(&lr, 7) == 4.0f);
+    assert_true(adadelta_lr_evaluate(&lr, 12) == 3.0f);
+    /* a boundary of -0.5 acts as 0 (int cast truncates): step 0 is <= it */
+    double b2[] = {-0.5}, v2[] = {1, 2};
+    assert_int_equal(adadelta_lr_piecewise_constant_decay(&lr, 1, b2, v2), 0);
+    assert_true(adadelta_lr_evaluate(&lr, 0) == 1.0f);
+    assert_true(adadelta_lr_evaluate(&lr, 1) == 2.0f);
+    /* a boundary of 2.9 acts as 2 */
+    double b3[] = {2.9}, v3[] = {1, 2};
+    assert_int_equal(adadelta_lr_piecewise_constant_decay(&lr, 1, b3, v3), 0);
+    assert_true(adadelta_lr_evaluate(&lr, 2) == 1.0f);
+    assert_true(adadelta_lr_evaluate(&lr, 3) == 2.0f);
+    /* a selected -0.0 comes out as 0.0 + 1 x -0.0 = +0.0 */
+    double b4[] = {5}, v4[] = {-0.0, 1};
+    assert_int_equal(adadelta_lr_piecewise_constant_decay(&lr, 1, b4, v4), 0);
+    float z = adadelta_lr_evaluate(&lr, 0);
+    assert_true(z == 0.0f && !signbit(z));
+    /* Keras indexes boundaries[0]: none is refused */
+    assert_int_equal(adadelta_lr_piecewise_constant_decay(&lr, 0, b4, v4), ADADELTA_EINVAL);
+}
+
 static void cosine_decay_with_and_without_warmup(void **state)
 {
     (void)state;
@@ -134,6 +166,7 @@ int main(void)
         cmocka_unit_test(inverse_time_decay_matches_formula),
         cmocka_unit_test(polynomial_decay_clamps_or_cycles),
         cmocka_unit_test(piecewise_constant_uses_inclusive_upper_bounds),
+        cmocka_unit_test(piecewise_constant_computes_as_keras),
         cmocka_unit_test(cosine_decay_with_and_without_warmup),
         cmocka_unit_test(cosine_decay_restarts_walks_the_periods),
         cmocka_unit_test(callback_is_called_each_time),

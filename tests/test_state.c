@@ -387,6 +387,27 @@ static void header_edits_are_refused(void **state)
     adadelta_destroy(c);
 }
 
+/* A saved file gets the permissions any new file gets under the umask
+ * (it was always 0644, widening a 0600 policy). */
+static void saved_files_follow_the_umask(void **state)
+{
+    (void)state;
+    adadelta *a = build();
+    const mode_t masks[2] = {077, 022}, want[2] = {0600, 0644};
+    for (int i = 0; i < 2; i++) {
+        mode_t old = umask(masks[i]);
+        char name[32];
+        snprintf(name, sizeof name, "mask%d.safetensors", i);
+        int rc = adadelta_save(a, th_path(name));
+        umask(old);
+        assert_int_equal(rc, 0);
+        struct stat st;
+        assert_int_equal(stat(th_path(name), &st), 0);
+        assert_int_equal(st.st_mode & 0777, want[i]);
+    }
+    adadelta_destroy(a);
+}
+
 static void python_reader_prints_the_state(void **state)
 {
     (void)state;
@@ -434,6 +455,7 @@ int main(void)
         cmocka_unit_test(callback_learning_rate_state_loads_back),
         cmocka_unit_test(refused_loads_leave_the_optimizer_unbuilt),
         cmocka_unit_test(header_edits_are_refused),
+        cmocka_unit_test(saved_files_follow_the_umask),
         cmocka_unit_test(python_reader_prints_the_state),
     };
     int failed = cmocka_run_group_tests(tests, th_group_setup, th_group_teardown);

@@ -222,7 +222,7 @@ static int run(int argc, char **argv)
             /* Every rank reports its own failure; others just follow. */
             if (per_rank_out || g_rank == 0)
                 fprintf(stderr, "error: %s\n", adadelta_mpi_last_error());
-            rc = replay_exit_code(st) == EXIT_BAD_FILE ? 1 : replay_exit_code(st);
+            rc = replay_exit_code(st); /* 3: the --out file cannot be written */
             /* A rank whose file was written removes it: no --out on failure. */
             if (per_rank_out && access(out, F_OK) == 0 &&
                 strncmp(adadelta_mpi_last_error(), "rank ", 5) == 0)

@@ -31,7 +31,7 @@ int main(int argc, char **argv)
             int st = adadelta_save(opt, o.out);
             if (st) {
                 fprintf(stderr, "error: %s\n", adadelta_last_error());
-                rc = replay_exit_code(st) == EXIT_BAD_FILE ? 1 : replay_exit_code(st);
+                rc = replay_exit_code(st); /* 3: the --out file cannot be written */
             }
         }
         replay_free_grads(&g);
