@@ -324,6 +324,11 @@ ADADELTA_EXTERN int adadelta_save(const adadelta *opt, const char *path);
  * shapes, dtypes, order) and a compatible config. Everything is checked
  * before anything changes; on failure the optimizer is untouched. */
 ADADELTA_EXTERN int adadelta_load(adadelta *opt, const char *path);
+/* After a successful load: the saved hyperparameters (rho, epsilon, the
+ * learning rate, ...) that differ from the optimizer's, which it keeps, as
+ * one line ("path: ...: rho 0.95 (was 0.9)"); "" when none differ. Loads
+ * never change hyperparameters silently: a caller shows or checks this. */
+ADADELTA_EXTERN const char *adadelta_load_report(const adadelta *opt);
 /* Builds a fresh optimizer from a state file alone: its config (or
  * `override` when not NULL; the saved tensors must then fit it, else
  * ADADELTA_EMISMATCH), its variables (storage owned by the optimizer, see

@@ -116,6 +116,67 @@ char *adadelta_config_to_json(const adadelta_config *cfg)
     return text;
 }
 
+/* ------------------------------------------------------------ differences */
+
+typedef struct diff_out {
+    char *buf;
+    size_t cap, at;
+    int n;
+} diff_out;
+
+static void diff_value(diff_out *o, const char *path, json_t *mine, json_t *theirs)
+{
+    if (json_is_object(mine) && json_is_object(theirs)) {
+        const char *key;
+        json_t *v;
+        json_object_foreach(mine, key, v)
+        {
+            char sub[256];
+            snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", key);
+            diff_value(o, sub, v, json_object_get(theirs, key));
+        }
+        json_object_foreach(theirs, key, v)
+        {
+            if (!json_object_get(mine, key)) {
+                char sub[256];
+                snprintf(sub, sizeof sub, "%s%s%s", path, *path ? "." : "", key);
+                diff_value(o, sub, NULL, v);
+            }
+        }
+        return;
+    }
+    if (mine && theirs && json_equal(mine, theirs))
+        return;
+    char *a = mine ? json_dumps(mine, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17))
+                   : NULL;
+    char *b = theirs
+                  ? json_dumps(theirs, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17))
+                  : NULL;
+    if (a)
+        shortest_reals(a);
+    if (b)
+        shortest_reals(b);
+    if (o->at < o->cap)
+        o->at += (size_t)snprintf(o->buf + o->at, o->cap - o->at, "%s%s %s (was %s)",
+                                  o->n ? ", " : "", path, a ? a : "absent", b ? b : "absent");
+    o->n++;
+    free(a);
+    free(b);
+}
+
+int adadelta__config_diff(const char *mine, const char *theirs, char *out, size_t cap)
+{
+    out[0] = '\0';
+    json_error_t err;
+    json_t *a = json_loads(mine, 0, &err), *b = json_loads(theirs, 0, &err);
+    diff_out o = {out, cap, 0, 0};
+    if (a && b)
+        diff_value(&o, "", a, b);
+    json_decref(a);
+    json_decref(b);
+    return o.n;
+}
+
 /* ------------------------------------------------------------ reading */
 
 /* Typed getters: each returns 0 when the key is absent (the default stays),

@@ -67,7 +67,9 @@ int adadelta_save(const adadelta *opt, const char *path)
     return rc;
 }
 
-/* Everything is checked first; only then built and copied. */
+/* Everything is checked first; only then built and copied. Saved
+ * hyperparameters that differ from the optimizer's are reported (the
+ * optimizer's own are kept, as Keras keeps the compiled optimizer's). */
 static int load_file(adadelta *opt, const adadelta_st_file *f, const char *path)
 {
     int rc = adadelta__state_check(opt, f, path);
@@ -78,8 +80,19 @@ static int load_file(adadelta *opt, const adadelta_st_file *f, const char *path)
         return rc;
     rc = adadelta__state_import(opt, f, path, &l);
     adadelta__state_list_free(&l);
+    char *mine = adadelta_config_to_json(&opt->cfg), diff[sizeof opt->load_report];
+    int n = mine ? adadelta__config_diff(mine, adadelta_st_meta(f, "config"), diff, sizeof diff)
+                 : 0;
+    snprintf(opt->load_report, sizeof opt->load_report, "%.150s%s%.300s", n ? path : "",
+             n ? ": the optimizer keeps its own hyperparameters where they differ from the "
+                 "saved ones: "
+               : "",
+             n ? diff : "");
+    free(mine);
     return rc;
 }
+
+const char *adadelta_load_report(const adadelta *opt) { return opt ? opt->load_report : ""; }
 
 int adadelta_load(adadelta *opt, const char *path)
 {
@@ -134,6 +147,20 @@ static int add_saved_variables(adadelta *opt, const adadelta_st_file *f, const c
     return rc;
 }
 
+/* 1 if a saved config's learning rate is null (a callback when saved). */
+static int saved_with_callback(const char *config)
+{
+    json_error_t err;
+    json_t *c = json_loads(config, 0, &err);
+    json_t *inner = json_object_get(json_object_get(json_object_get(c, "inner_optimizer"),
+                                                    "config"),
+                                    "learning_rate");
+    json_t *lr = inner ? inner : json_object_get(c, "learning_rate");
+    int null = lr && json_is_null(lr);
+    json_decref(c);
+    return null;
+}
+
 int adadelta_create_from_state(const char *path, const adadelta_config *override,
                                adadelta **out)
 {
@@ -150,9 +177,16 @@ int adadelta_create_from_state(const char *path, const adadelta_config *override
         goto done;
     if (override)
         cfg = *override;
-    else if (adadelta_config_from_json(&cfg, adadelta_st_meta(f, "config"))) {
+    else if (adadelta__config_from_saved_json(&cfg, adadelta_st_meta(f, "config"))) {
         rc = adadelta__fail(ADADELTA_EFORMAT, "%s: saved config is invalid: %s", path,
                             adadelta_last_error());
+        goto done;
+    } else if (saved_with_callback(adadelta_st_meta(f, "config"))) {
+        rc = adadelta__fail(ADADELTA_EINVAL,
+                            "%s: the state was saved with a callback learning rate, which a "
+                            "file cannot hold: give the learning rate to resume (a config "
+                            "override; the tools' --config)",
+                            path);
         goto done;
     }
     if ((rc = adadelta_create(&cfg, &opt)) || (rc = add_saved_variables(opt, f, path)))

@@ -266,10 +266,29 @@ static void callback_learning_rate_state_loads_back(void **state)
     assert_int_equal(adadelta_load(b, path), 0);
     assert_true(wb == wa);
     assert_int_equal(adadelta_iterations(b), 1);
-    /* without a config to supply the callback, a fresh optimizer can't be made */
-    adadelta *c;
-    th_assert_refused(adadelta_create_from_state(path, NULL, &c), ADADELTA_EFORMAT,
-                      "learning_rate");
+    assert_string_equal(adadelta_load_report(b), "");
+    /* without the learning rate given again, a fresh optimizer can't be
+     * made (the file cannot hold a callback); with it, it resumes */
+    adadelta *c = NULL;
+    th_assert_refused(adadelta_create_from_state(path, NULL, &c), ADADELTA_EINVAL,
+                      "callback learning rate");
+    adadelta_config again = cfg;
+    assert_int_equal(adadelta_create_from_state(path, &again, &c), 0);
+    assert_true(*(float *)adadelta_variable_data(c, 0) == wa);
+    assert_int_equal(adadelta_apply(a, grads), 0);
+    assert_int_equal(adadelta_apply(c, grads), 0);
+    assert_true(*(float *)adadelta_variable_data(c, 0) == wa);
+    adadelta_destroy(c);
+    /* a load whose saved hyperparameters differ is reported, not silent */
+    adadelta_config other = cfg;
+    other.rho = 0.9;
+    adadelta *d;
+    assert_int_equal(adadelta_create(&other, &d), 0);
+    float wd = 0;
+    adadelta_add_variable(d, "w", ADADELTA_F32, &wd, 0, NULL);
+    assert_int_equal(adadelta_load(d, path), 0);
+    assert_non_null(strstr(adadelta_load_report(d), "rho 0.9 (was 0.95)"));
+    adadelta_destroy(d);
     adadelta_destroy(a);
     adadelta_destroy(b);
 }

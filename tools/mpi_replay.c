@@ -96,9 +96,9 @@ static void report(const char *what, int call)
     if (g_rank != 0)
         return;
     if (call >= 0)
-        fprintf(stderr, "error: call %d: %s\n", call, adadelta_mpi_last_error());
+        fprintf(stderr, "%s: call %d: %s\n", replay_prog, call, adadelta_mpi_last_error());
     else
-        fprintf(stderr, "error: %s%s\n", what ? what : "", adadelta_mpi_last_error());
+        fprintf(stderr, "%s: %s%s\n", replay_prog, what ? what : "", adadelta_mpi_last_error());
 }
 
 /* One call through begin_step, grad_ready per variable, end_step: the last
@@ -145,7 +145,7 @@ static int run(int argc, char **argv)
     int per_rank_out = o.out && strstr(o.out, "{rank}") != NULL;
     char *out = substitute_rank(o.out, g_rank);
     if (!grads || (o.out && !out)) {
-        fprintf(stderr, "error: out of memory\n");
+        fprintf(stderr, "%s: out of memory\n", replay_prog);
         rc = 1;
     }
     adadelta_mpi_mode mode =
@@ -193,8 +193,8 @@ static int run(int argc, char **argv)
         MPI_Allreduce(calls, lo, 2, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
         if (lo[0] != -lo[1]) {
             if (g_rank == 0)
-                fprintf(stderr, "error: --grads: the ranks' gradient files hold different "
-                        "numbers of calls (%d to %d)\n", lo[0], -lo[1]);
+                fprintf(stderr, "%s: --grads: the ranks' gradient files hold different "
+                        "numbers of calls (%d to %d)\n", replay_prog, lo[0], -lo[1]);
             rc = EXIT_MISMATCH;
         }
     }
@@ -221,7 +221,7 @@ static int run(int argc, char **argv)
             /* adadelta_mpi_save agrees on the status itself. */
             /* Every rank reports its own failure; others just follow. */
             if (per_rank_out || g_rank == 0)
-                fprintf(stderr, "error: %s\n", adadelta_mpi_last_error());
+                fprintf(stderr, "%s: %s\n", replay_prog, adadelta_mpi_last_error());
             rc = replay_exit_code(st); /* 3: the --out file cannot be written */
             /* A rank whose file was written removes it: no --out on failure. */
             if (per_rank_out && access(out, F_OK) == 0 &&
@@ -248,6 +248,13 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--version")) {
+            MPI_Finalize();
+            if (g_rank == 0)
+                replay_print_version(argv[0]);
+            return 0;
+        }
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             /* replay_parse_args prints the usage and exits: finalize first. */

@@ -19,18 +19,18 @@ int main(int argc, char **argv)
         for (int k = 0; k < g.calls && !rc; k++) {
             int st = adadelta_apply(opt, g.table + (size_t)k * g.n_vars);
             if (st) {
-                fprintf(stderr, "error: call %d: %s\n", k, adadelta_last_error());
+                fprintf(stderr, "%s: call %d: %s\n", replay_prog, k, adadelta_last_error());
                 rc = replay_exit_code(st);
             }
         }
         if (!rc && o.finalize && adadelta_finalize_variable_values(opt)) {
-            fprintf(stderr, "error: --finalize: %s\n", adadelta_last_error());
+            fprintf(stderr, "%s: --finalize: %s\n", replay_prog, adadelta_last_error());
             rc = 1;
         }
         if (!rc && o.out) {
             int st = adadelta_save(opt, o.out);
             if (st) {
-                fprintf(stderr, "error: %s\n", adadelta_last_error());
+                fprintf(stderr, "%s: %s\n", replay_prog, adadelta_last_error());
                 rc = replay_exit_code(st); /* 3: the --out file cannot be written */
             }
         }

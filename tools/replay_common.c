@@ -19,9 +19,13 @@ static void usage_line(const char *prog)
                                 : "");
 }
 
+const char *replay_prog = "adadelta-replay";
+
 int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
 {
     memset(o, 0, sizeof *o);
+    const char *slash = strrchr(argv[0], '/');
+    replay_prog = slash ? slash + 1 : argv[0];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char **slot = NULL;
@@ -49,7 +53,7 @@ int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
             errno = 0;
             long long n = i + 1 < argc ? strtoll(argv[i + 1], &end, 10) : 0;
             if (i + 1 >= argc || errno || *end || n < 1) {
-                fprintf(stderr, "%s: --bucket-bytes needs an integer >= 1\n", argv[0]);
+                fprintf(stderr, "%s: --bucket-bytes needs an integer >= 1\n", replay_prog);
                 return EXIT_USAGE;
             }
             o->bucket_bytes = n;
@@ -62,14 +66,14 @@ int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
         } else if (!strcmp(a, "--threads")) {
             char *end;
             if (i + 1 >= argc) {
-                fprintf(stderr, "%s: --threads needs a value\n", argv[0]);
+                fprintf(stderr, "%s: --threads needs a value\n", replay_prog);
                 return EXIT_USAGE;
             }
             errno = 0;
             long n = strtol(argv[++i], &end, 10);
             if (errno || *end || n < 1 || n > 4096) {
                 fprintf(stderr, "%s: --threads = '%s' is not an integer in [1, 4096]\n",
-                        argv[0], argv[i]);
+                        replay_prog, argv[i]);
                 return EXIT_USAGE;
             }
             o->threads = (int)n;
@@ -81,35 +85,35 @@ int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
             replay_print_version(argv[0]);
             exit(0);
         } else {
-            fprintf(stderr, "%s: unknown option '%s' (see --help)\n", argv[0], a);
+            fprintf(stderr, "%s: unknown option '%s' (see --help)\n", replay_prog, a);
             return EXIT_USAGE;
         }
         if (i + 1 >= argc) {
-            fprintf(stderr, "%s: %s needs a value\n", argv[0], a);
+            fprintf(stderr, "%s: %s needs a value\n", replay_prog, a);
             return EXIT_USAGE;
         }
         *slot = argv[++i];
     }
     if (!o->grads) {
-        fprintf(stderr, "%s: --grads is required\n", argv[0]);
+        fprintf(stderr, "%s: --grads is required\n", replay_prog);
         return EXIT_USAGE;
     }
     if (!o->params && !o->resume) {
-        fprintf(stderr, "%s: --params is required (or --resume)\n", argv[0]);
+        fprintf(stderr, "%s: --params is required (or --resume)\n", replay_prog);
         return EXIT_USAGE;
     }
     if (o->order && strcmp(o->order, "reverse") && strcmp(o->order, "forward") &&
         strcmp(o->order, "shuffle")) {
-        fprintf(stderr, "%s: --order = '%s' is not reverse, forward or shuffle\n", argv[0],
+        fprintf(stderr, "%s: --order = '%s' is not reverse, forward or shuffle\n", replay_prog,
                 o->order);
         return EXIT_USAGE;
     }
     if ((o->order || o->bucket_bytes) && !o->overlap) {
-        fprintf(stderr, "%s: --order and --bucket-bytes need --overlap\n", argv[0]);
+        fprintf(stderr, "%s: --order and --bucket-bytes need --overlap\n", replay_prog);
         return EXIT_USAGE;
     }
     if (o->mode && strcmp(o->mode, "replicated") && strcmp(o->mode, "sharded")) {
-        fprintf(stderr, "%s: --mode = '%s' is not replicated or sharded\n", argv[0], o->mode);
+        fprintf(stderr, "%s: --mode = '%s' is not replicated or sharded\n", replay_prog, o->mode);
         return EXIT_USAGE;
     }
     return 0;
@@ -144,14 +148,14 @@ int replay_exit_code(int status)
 
 static int fail(int status)
 {
-    fprintf(stderr, "error: %s\n", adadelta_last_error());
+    fprintf(stderr, "%s: %s\n", replay_prog, adadelta_last_error());
     return replay_exit_code(status);
 }
 
 /* A safetensors reader failure (its own message channel). */
 static int st_fail(int status)
 {
-    fprintf(stderr, "error: %s\n", adadelta_st_error());
+    fprintf(stderr, "%s: %s\n", replay_prog, adadelta_st_error());
     return replay_exit_code(status);
 }
 
@@ -166,7 +170,7 @@ static int read_text(const char *path, char **out)
     int rc = size > (64u << 20) ? -1 : adadelta_st_read_fd(fd, path, size, &buf);
     close(fd);
     if (rc < 0 && !buf && size > (64u << 20)) {
-        fprintf(stderr, "error: %s: larger than 64 MiB, not a config\n", path);
+        fprintf(stderr, "%s: %s: larger than 64 MiB, not a config\n", replay_prog, path);
         return EXIT_BAD_FILE;
     }
     if (rc)
@@ -174,13 +178,13 @@ static int read_text(const char *path, char **out)
     char *s = realloc(buf, size + 1);
     if (!s) {
         free(buf);
-        fprintf(stderr, "error: %s: out of memory\n", path);
+        fprintf(stderr, "%s: %s: out of memory\n", replay_prog, path);
         return 1;
     }
     s[size] = '\0';
     if (strlen(s) != size) {
         free(s);
-        fprintf(stderr, "error: %s: holds a NUL byte, not JSON text\n", path);
+        fprintf(stderr, "%s: %s: holds a NUL byte, not JSON text\n", replay_prog, path);
         return EXIT_USAGE;
     }
     *out = s;
@@ -196,14 +200,14 @@ static int add_params(const char *path, adadelta *opt)
     for (int i = 0; i < f->n && !rc; i++) {
         const adadelta_st_tensor *t = &f->t[i];
         if (t->dtype != ADADELTA_ST_F32) {
-            fprintf(stderr, "error: %s: variable '%s' is not F32 (only float32 variables)\n",
+            fprintf(stderr, "%s: %s: variable '%s' is not F32 (only float32 variables)\n", replay_prog,
                     path, t->name);
             rc = ADADELTA_EFORMAT;
             break;
         }
         float *data = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
         if (!data) {
-            fprintf(stderr, "error: %s: out of memory\n", path);
+            fprintf(stderr, "%s: %s: out of memory\n", replay_prog, path);
             rc = ADADELTA_ENOMEM;
             break;
         }
@@ -211,7 +215,7 @@ static int add_params(const char *path, adadelta *opt)
         int v = adadelta_add_variable(opt, t->name, ADADELTA_F32, data, t->ndim, t->shape);
         if (v < 0) {
             free(data);
-            fprintf(stderr, "error: %s: %s\n", path, adadelta_last_error());
+            fprintf(stderr, "%s: %s: %s\n", replay_prog, path, adadelta_last_error());
             rc = ADADELTA_EFORMAT;
         }
     }
@@ -232,7 +236,7 @@ int replay_make_optimizer(const replay_opts *o, adadelta **out)
         rc = adadelta_config_from_json(&cfg, text);
         free(text);
         if (rc) {
-            fprintf(stderr, "error: %s: %s\n", o->config, adadelta_last_error());
+            fprintf(stderr, "%s: %s: %s\n", replay_prog, o->config, adadelta_last_error());
             return EXIT_USAGE;
         }
     }
@@ -240,6 +244,8 @@ int replay_make_optimizer(const replay_opts *o, adadelta **out)
     if (o->resume) {
         if ((rc = adadelta_create_from_state(o->resume, o->config ? &cfg : NULL, &opt)))
             return fail(rc);
+        if (*adadelta_load_report(opt))
+            fprintf(stderr, "%s: note: %s\n", replay_prog, adadelta_load_report(opt));
     } else {
         if ((rc = adadelta_create(&cfg, &opt)))
             return fail(rc);
@@ -259,7 +265,7 @@ int replay_make_optimizer(const replay_opts *o, adadelta **out)
             if (*tok)
                 names[n++] = tok;
         if (!copy || tok) {
-            fprintf(stderr, "error: --exclude-from-weight-decay: %s\n",
+            fprintf(stderr, "%s: --exclude-from-weight-decay: %s\n", replay_prog,
                     copy ? "more than 256 names" : "out of memory");
             free(copy);
             replay_destroy_optimizer(o, opt);
@@ -268,7 +274,7 @@ int replay_make_optimizer(const replay_opts *o, adadelta **out)
         rc = adadelta_exclude_from_weight_decay(opt, NULL, 0, names, n);
         free(copy);
         if (rc) {
-            fprintf(stderr, "error: --exclude-from-weight-decay: %s\n", adadelta_last_error());
+            fprintf(stderr, "%s: --exclude-from-weight-decay: %s\n", replay_prog, adadelta_last_error());
             replay_destroy_optimizer(o, opt);
             return EXIT_USAGE;
         }
@@ -276,7 +282,7 @@ int replay_make_optimizer(const replay_opts *o, adadelta **out)
     *out = opt;
     return 0;
 failed:
-    fprintf(stderr, "error: %s\n", adadelta_last_error());
+    fprintf(stderr, "%s: %s\n", replay_prog, adadelta_last_error());
     replay_destroy_optimizer(o, opt);
     return replay_exit_code(rc);
 }
@@ -329,7 +335,7 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
         const char *name;
         long k = parse_grad_name(t->name, &name);
         if (k < 0) {
-            fprintf(stderr, "error: %s: tensor '%s' is not named grads/<call>/<variable>\n",
+            fprintf(stderr, "%s: %s: tensor '%s' is not named grads/<call>/<variable>\n", replay_prog,
                     path, t->name);
             adadelta_st_free(f);
             return EXIT_BAD_FILE;
@@ -338,7 +344,7 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
         int ndim;
         int64_t shape[ADADELTA_MAX_DIMS];
         if (v < 0) {
-            fprintf(stderr, "error: %s: tensor '%s' is a gradient for unknown variable '%s'\n",
+            fprintf(stderr, "%s: %s: tensor '%s' is a gradient for unknown variable '%s'\n", replay_prog,
                     path, t->name, name);
             adadelta_st_free(f);
             return EXIT_MISMATCH;
@@ -349,7 +355,7 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
             same = t->shape[d] == shape[d];
         if (!same) {
             fprintf(stderr,
-                    "error: %s: tensor '%s' has another shape or dtype than variable '%s'\n",
+                    "%s: %s: tensor '%s' has another shape or dtype than variable '%s'\n", replay_prog,
                     path, t->name, name);
             adadelta_st_free(f);
             return EXIT_MISMATCH;
@@ -373,7 +379,7 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
                 first++;
             free(seen);
         }
-        fprintf(stderr, "error: %s: call %ld has no gradient for any variable\n", path, first);
+        fprintf(stderr, "%s: %s: call %ld has no gradient for any variable\n", replay_prog, path, first);
         adadelta_st_free(f);
         return EXIT_MISMATCH;
     }
@@ -385,7 +391,7 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
     if (!g->data || !g->table) {
         adadelta_st_free(f);
         replay_free_grads(g);
-        fprintf(stderr, "error: %s: out of memory\n", path);
+        fprintf(stderr, "%s: %s: out of memory\n", replay_prog, path);
         return 1;
     }
     memcpy(g->data, f->buf + f->data_start, data_bytes);
@@ -395,7 +401,7 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
         long k = parse_grad_name(t->name, &name);
         int v = adadelta_find_variable(opt, name);
         if (g->table[k * n_vars + v]) {
-            fprintf(stderr, "error: %s: tensor '%s' is a second gradient for '%s' in call %ld\n",
+            fprintf(stderr, "%s: %s: tensor '%s' is a second gradient for '%s' in call %ld\n", replay_prog,
                     path, t->name, name, k);
             adadelta_st_free(f);
             replay_free_grads(g);
@@ -410,7 +416,7 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
         for (int v = 0; v < n_vars; v++)
             any |= g->table[k * n_vars + v] != NULL;
         if (!any) {
-            fprintf(stderr, "error: %s: call %d has no gradient for any variable\n", path, k);
+            fprintf(stderr, "%s: %s: call %d has no gradient for any variable\n", replay_prog, path, k);
             replay_free_grads(g);
             return EXIT_MISMATCH;
         }

@@ -6,6 +6,9 @@
 #include "adadelta.h"
 #include "safetensors.h"
 
+/* The program's name (argv[0]'s last part), the prefix of every message. */
+extern const char *replay_prog;
+
 /* Exit statuses of the contract. */
 enum { EXIT_USAGE = 2, EXIT_BAD_FILE = 3, EXIT_MISMATCH = 4 };
 
