@@ -204,6 +204,12 @@ ADADELTA_EXTERN char *adadelta_config_to_json(const adadelta_config *cfg);
  * keys take Keras's defaults, unknown keys, wrong types and invalid values
  * are ADADELTA_EINVAL naming the key. cfg is only written on success. */
 ADADELTA_EXTERN int adadelta_config_from_json(adadelta_config *cfg, const char *json);
+/* What the last adadelta_config_from_json in this thread accepted with a
+ * warning, as Keras warns ("config: decay is no longer supported..."); ""
+ * if nothing. The full keras.optimizers.serialize() form ({"module",
+ * "class_name": "Adadelta" or "LossScaleOptimizer", "config", ...}) is read
+ * too. */
+ADADELTA_EXTERN const char *adadelta_last_warning(void);
 
 /* ------------------------------------------------------------ optimizer */
 
@@ -326,7 +332,7 @@ ADADELTA_EXTERN int adadelta_save(const adadelta *opt, const char *path);
 ADADELTA_EXTERN int adadelta_load(adadelta *opt, const char *path);
 /* After a successful load: the saved hyperparameters (rho, epsilon, the
  * learning rate, ...) that differ from the optimizer's, which it keeps, as
- * one line ("path: ...: rho 0.95 (was 0.9)"); "" when none differ. Loads
+ * one line ("path: ...: rho 0.9 (saved 0.95)"); "" when none differ. Loads
  * never change hyperparameters silently: a caller shows or checks this. */
 ADADELTA_EXTERN const char *adadelta_load_report(const adadelta *opt);
 /* Builds a fresh optimizer from a state file alone: its config (or

@@ -40,7 +40,7 @@
 
 #include <stdarg.h>
 
-#define ADADELTA_PRIVATE_VERSION 5
+#define ADADELTA_PRIVATE_VERSION 6
 
 typedef struct adadelta_dist_step {
     int update;         /* 1: reduce and apply; 0: accumulation only */
@@ -96,6 +96,10 @@ typedef struct adadelta_private {
     int (*vars_changed)(const adadelta *opt);
     /* finalize_variable_values of an unsharded optimizer, while wrapped. */
     int (*finalize)(adadelta *opt);
+    /* The keys whose values differ between two get_config() JSON texts:
+     * "rho 0.9 (<label> 0.95), ..."; their number. */
+    int (*config_diff)(const char *mine, const char *theirs, const char *label, char *out,
+                       size_t cap);
     /* set_learning_rate while wrapped, and the Keras-JSON parse of one. */
     int (*set_learning_rate)(adadelta *opt, const adadelta_learning_rate *lr);
     int (*learning_rate_from_json)(const char *text, adadelta_learning_rate *out);

@@ -122,6 +122,7 @@ typedef struct diff_out {
     char *buf;
     size_t cap, at;
     int n;
+    const char *label; /* whose the other values are */
 } diff_out;
 
 static void diff_value(diff_out *o, const char *path, json_t *mine, json_t *theirs)
@@ -157,19 +158,21 @@ static void diff_value(diff_out *o, const char *path, json_t *mine, json_t *thei
     if (b)
         shortest_reals(b);
     if (o->at < o->cap)
-        o->at += (size_t)snprintf(o->buf + o->at, o->cap - o->at, "%s%s %s (was %s)",
-                                  o->n ? ", " : "", path, a ? a : "absent", b ? b : "absent");
+        o->at += (size_t)snprintf(o->buf + o->at, o->cap - o->at, "%s%s %s (%s %s)",
+                                  o->n ? ", " : "", path, a ? a : "absent", o->label,
+                                  b ? b : "absent");
     o->n++;
     free(a);
     free(b);
 }
 
-int adadelta__config_diff(const char *mine, const char *theirs, char *out, size_t cap)
+int adadelta__config_diff(const char *mine, const char *theirs, const char *label, char *out,
+                          size_t cap)
 {
     out[0] = '\0';
     json_error_t err;
     json_t *a = json_loads(mine, 0, &err), *b = json_loads(theirs, 0, &err);
-    diff_out o = {out, cap, 0, 0};
+    diff_out o = {out, cap, 0, 0, label};
     if (a && b)
         diff_value(&o, "", a, b);
     json_decref(a);
@@ -252,6 +255,31 @@ int adadelta__json_string(json_t *o, const char *prefix, const char *key, char *
     return 0;
 }
 
+/* Edit distance of two short strings (insert, delete, substitute). */
+static size_t distance(const char *a, const char *b)
+{
+    size_t n = strlen(b), row[64];
+    if (n >= 64 || strlen(a) >= 64)
+        return 64;
+    for (size_t j = 0; j <= n; j++)
+        row[j] = j;
+    for (size_t i = 1; a[i - 1]; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= n; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[n];
+}
+
 int adadelta__json_only_keys(json_t *o, const char *prefix, const char *const *allowed)
 {
     const char *key;
@@ -261,8 +289,22 @@ int adadelta__json_only_keys(json_t *o, const char *prefix, const char *const *a
         int known = 0;
         for (int i = 0; allowed[i] && !known; i++)
             known = strcmp(key, allowed[i]) == 0;
-        if (!known)
-            return adadelta__fail(ADADELTA_EINVAL, "config: unknown key %s%s", prefix, key);
+        if (known)
+            continue;
+        /* A near miss (at most 2 edits, fewer than half the key) is named. */
+        const char *near = NULL;
+        size_t best = 3;
+        for (int i = 0; allowed[i]; i++) {
+            size_t d = distance(key, allowed[i]);
+            if (d < best && 2 * d < strlen(allowed[i])) {
+                best = d;
+                near = allowed[i];
+            }
+        }
+        if (near)
+            return adadelta__fail(ADADELTA_EINVAL, "config: unknown key %s%s; did you mean %s%s?",
+                                  prefix, key, prefix, near);
+        return adadelta__fail(ADADELTA_EINVAL, "config: unknown key %s%s", prefix, key);
     }
     return 0;
 }
@@ -296,7 +338,8 @@ static int adadelta_from_json(json_t *o, const char *P, adadelta_config *cfg, in
                                   "config: %slearning_rate must be a number or a schedule", P);
         adadelta_lr_constant(&cfg->learning_rate, json_number_value(lr));
     }
-    /* "decay" is accepted and ignored, as Keras warns and ignores it. */
+    /* "decay" is accepted and ignored, as Keras warns and ignores it (the
+     * warning: adadelta_last_warning). */
     if (adadelta__json_string(o, P, "name", cfg->name, sizeof cfg->name) ||
         adadelta__json_number(o, P, "weight_decay", &cfg->weight_decay, 1) ||
         adadelta__json_number(o, P, "clipnorm", &cfg->clipnorm, 1) ||
@@ -361,6 +404,26 @@ static int loss_scale_from_json(json_t *o, adadelta_config *cfg, int saved)
     return ADADELTA_OK;
 }
 
+static _Thread_local char last_warning[256];
+
+const char *adadelta_last_warning(void) { return last_warning; }
+
+/* keras.optimizers.serialize()'s form around a config: the config inside,
+ * or o itself when it is not that form. */
+static json_t *unwrap_serialized(json_t *o)
+{
+    json_t *cls = json_object_get(o, "class_name"), *c = json_object_get(o, "config");
+    if (!json_is_string(cls) || !json_is_object(c))
+        return o;
+    const char *name = json_string_value(cls);
+    static const char *const outer[] = {"module", "class_name", "config", "registered_name",
+                                        NULL};
+    if ((strcmp(name, "Adadelta") && strcmp(name, "LossScaleOptimizer")) ||
+        adadelta__json_only_keys(o, "", outer))
+        return o;
+    return c;
+}
+
 static int parse_config(adadelta_config *cfg, const char *text, int saved)
 {
     if (!cfg || !text)
@@ -372,11 +435,20 @@ static int parse_config(adadelta_config *cfg, const char *text, int saved)
                               err.text, err.line, err.column);
     adadelta_config tmp;
     adadelta_config_default(&tmp);
+    last_warning[0] = '\0';
+    json_t *c = json_is_object(o) ? unwrap_serialized(o) : o;
     int rc;
-    if (json_is_object(o) && json_object_get(o, "inner_optimizer"))
-        rc = loss_scale_from_json(o, &tmp, saved);
+    if (json_is_object(c) && json_object_get(c, "inner_optimizer"))
+        rc = loss_scale_from_json(c, &tmp, saved);
     else
-        rc = adadelta_from_json(o, "", &tmp, saved);
+        rc = adadelta_from_json(c, "", &tmp, saved);
+    json_t *inner = json_object_get(json_object_get(json_object_get(c, "inner_optimizer"),
+                                                    "config"),
+                                    "decay");
+    json_t *decay = inner ? inner : json_is_object(c) ? json_object_get(c, "decay") : NULL;
+    if (!rc && decay && !json_is_null(decay))
+        snprintf(last_warning, sizeof last_warning,
+                 "config: decay is no longer supported and is ignored (Keras warns the same)");
     json_decref(o);
     if (!rc)
         rc = adadelta_config_validate(&tmp);

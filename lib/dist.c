@@ -301,6 +301,7 @@ static const adadelta_private private_table = {
     .finish = dist_finish,
     .vars_changed = dist_vars_changed,
     .finalize = adadelta__finalize,
+    .config_diff = adadelta__config_diff,
     .set_learning_rate = adadelta__set_learning_rate,
     .learning_rate_from_json = adadelta__learning_rate_from_json,
     .state_list = adadelta__state_list,

@@ -142,8 +142,9 @@ int adadelta__json_string(struct json_t *o, const char *prefix, const char *key,
 int adadelta__json_only_keys(struct json_t *o, const char *prefix, const char *const *allowed);
 int adadelta__json_need_key(struct json_t *o, const char *prefix, const char *key);
 /* The keys whose values differ between two get_config() JSON texts, as
- * "rho 0.95 (was 0.9), ..." in out; their number. */
-int adadelta__config_diff(const char *mine, const char *theirs, char *out, size_t cap);
+ * "rho 0.9 (<label> 0.95), ..." in out; their number. */
+int adadelta__config_diff(const char *mine, const char *theirs, const char *label, char *out,
+                          size_t cap);
 /* A step count: an integer when integral (Keras writes ints). */
 struct json_t *adadelta__json_steps(double x);
 

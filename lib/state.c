@@ -81,7 +81,8 @@ static int load_file(adadelta *opt, const adadelta_st_file *f, const char *path)
     rc = adadelta__state_import(opt, f, path, &l);
     adadelta__state_list_free(&l);
     char *mine = adadelta_config_to_json(&opt->cfg), diff[sizeof opt->load_report];
-    int n = mine ? adadelta__config_diff(mine, adadelta_st_meta(f, "config"), diff, sizeof diff)
+    int n = mine ? adadelta__config_diff(mine, adadelta_st_meta(f, "config"), "saved", diff,
+                                           sizeof diff)
                  : 0;
     snprintf(opt->load_report, sizeof opt->load_report, "%.150s%s%.300s", n ? path : "",
              n ? ": the optimizer keeps its own hyperparameters where they differ from the "

@@ -74,6 +74,32 @@ void adadelta_mpi__differing_ranks(const adadelta_mpi *m, uint64_t mine, char *b
         snprintf(buf, n, "%d (%d in all)", first, count);
 }
 
+/* Which config keys differ from rank 0's, as the lowest differing rank
+ * sees them (the same text on every rank). Collective; only on a mismatch. */
+static void config_difference(const adadelta_mpi *m, char *out, size_t cap)
+{
+    char *mine = adadelta_config_to_json(adadelta_get_config(m->core));
+    int len = mine ? (int)strlen(mine) + 1 : 1;
+    MPI_Bcast(&len, 1, MPI_INT, 0, m->comm);
+    char *root = malloc((size_t)len);
+    if (root && m->rank == 0)
+        memcpy(root, mine ? mine : "", (size_t)len);
+    int ok = root != NULL, all;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_LAND, m->comm);
+    out[0] = '\0';
+    if (all)
+        MPI_Bcast(root, len, MPI_CHAR, 0, m->comm);
+    int differs = all && mine && CORE->config_diff(mine, root, "rank 0", out, cap) > 0;
+    int key = differs ? m->rank : m->size, first;
+    MPI_Allreduce(&key, &first, 1, MPI_INT, MPI_MIN, m->comm);
+    if (first < m->size)
+        MPI_Bcast(out, (int)cap, MPI_CHAR, first, m->comm);
+    else
+        snprintf(out, cap, "check_finite, the kind of learning rate or the mode");
+    free(root);
+    free(mine);
+}
+
 int adadelta_mpi__check_agreement(adadelta_mpi *m)
 {
     int rc = 0;
@@ -89,11 +115,13 @@ int adadelta_mpi__check_agreement(adadelta_mpi *m)
         "the variables (number, names, shapes, order, weight-decay exclusions)"};
     for (int i = 0; i < 2; i++)
         if (lo[i] != hi[i]) {
-            char ranks[200];
+            char ranks[200], keys[512] = "";
             adadelta_mpi__differing_ranks(m, h[i], ranks, sizeof ranks);
+            if (i == 0)
+                config_difference(m, keys, sizeof keys);
             return adadelta_mpi__fail(ADADELTA_EMISMATCH,
-                                      "ranks disagree on %s: rank %s differs from rank 0",
-                                      what[i], ranks);
+                                      "ranks disagree on %s: rank %s differs from rank 0%s%s",
+                                      what[i], ranks, *keys ? ": " : "", keys);
         }
     return 0;
 }

@@ -304,6 +304,35 @@ static void learning_rate_can_change_during_training(void **state)
     adadelta_destroy(opt);
 }
 
+/* Messages that help: a near miss of a key is named; Keras's full
+ * serialize() form is read; decay is accepted with Keras's warning. */
+static void config_messages_help(void **state)
+{
+    (void)state;
+    adadelta_config c;
+    th_assert_refused(adadelta_config_from_json(&c, "{\"rhoo\": 0.9}"), ADADELTA_EINVAL,
+                      "unknown key rhoo; did you mean rho?");
+    th_assert_refused(adadelta_config_from_json(&c, "{\"learning_rate\": {\"class_name\": "
+                                                    "\"ExponentialDecay\", \"config\": {"
+                                                    "\"initial_learning_rate\": 1, "
+                                                    "\"decay_step\": 2, \"decay_rate\": 0.5}}}"),
+                      ADADELTA_EINVAL, "did you mean learning_rate.config.decay_steps?");
+    th_assert_refused(adadelta_config_from_json(&c, "{\"speed\": 1}"), ADADELTA_EINVAL,
+                      "unknown key speed");
+    assert_null(strstr(adadelta_last_error(), "did you mean"));
+    assert_int_equal(adadelta_config_from_json(
+                         &c, "{\"module\": \"keras.optimizers\", \"class_name\": \"Adadelta\", "
+                             "\"config\": {\"rho\": 0.9, \"learning_rate\": 0.5}, "
+                             "\"registered_name\": null}"),
+                     0);
+    assert_true(c.rho == 0.9 && c.learning_rate.value == 0.5);
+    assert_string_equal(adadelta_last_warning(), "");
+    assert_int_equal(adadelta_config_from_json(&c, "{\"decay\": 0.01}"), 0);
+    assert_non_null(strstr(adadelta_last_warning(), "decay"));
+    assert_int_equal(adadelta_config_from_json(&c, "{\"decay\": null}"), 0);
+    assert_string_equal(adadelta_last_warning(), "");
+}
+
 /* The step computes in float32: values that are valid as doubles but not
  * after that conversion are refused, naming the key. */
 static void values_invalid_as_float32_are_refused(void **state)
@@ -358,6 +387,7 @@ int main(void)
         cmocka_unit_test(status_names_and_messages_exist),
         cmocka_unit_test(learning_rate_can_change_during_training),
         cmocka_unit_test(values_invalid_as_float32_are_refused),
+        cmocka_unit_test(config_messages_help),
     };
     return cmocka_run_group_tests(tests, NULL, NULL) ? 1 : 0;
 }

@@ -287,7 +287,7 @@ static void callback_learning_rate_state_loads_back(void **state)
     float wd = 0;
     adadelta_add_variable(d, "w", ADADELTA_F32, &wd, 0, NULL);
     assert_int_equal(adadelta_load(d, path), 0);
-    assert_non_null(strstr(adadelta_load_report(d), "rho 0.9 (was 0.95)"));
+    assert_non_null(strstr(adadelta_load_report(d), "rho 0.9 (saved 0.95)"));
     adadelta_destroy(d);
     adadelta_destroy(a);
     adadelta_destroy(b);

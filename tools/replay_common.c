@@ -235,6 +235,9 @@ int replay_make_optimizer(const replay_opts *o, adadelta **out)
             return rc;
         rc = adadelta_config_from_json(&cfg, text);
         free(text);
+        if (!rc && *adadelta_last_warning())
+            fprintf(stderr, "%s: warning: %s: %s\n", replay_prog, o->config,
+                    adadelta_last_warning());
         if (rc) {
             fprintf(stderr, "%s: %s: %s\n", replay_prog, o->config, adadelta_last_error());
             return EXIT_USAGE;

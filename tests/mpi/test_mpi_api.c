@@ -348,6 +348,8 @@ static void test_config_mismatch(void **state)
         AGREE(o != NULL);
         AGREE(adadelta_mpi_check_agreement(o) == ADADELTA_EMISMATCH);
         AGREE(strstr(adadelta_mpi_last_error(), "config") != NULL);
+        /* the differing key, with rank 0's value: on every rank */
+        AGREE(strstr(adadelta_mpi_last_error(), "rho 0.9 (rank 0 0.95)") != NULL);
         /* The first apply refuses too, on every rank, and changes nothing. */
         AGREE(run(o, &m, 0, 1, 0) == ADADELTA_EMISMATCH);
         AGREE(adadelta_iterations(adadelta_mpi_core(o)) == 0);
