@@ -3,13 +3,7 @@
 # root), build, and train the digits classifier on 2 MPI ranks.
 set -eu
 cd "$(dirname "$0")/.."
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq build-essential autoconf automake libtool pkg-config \
-        autoconf-archive libcmocka-dev libjansson-dev openmpi-bin libopenmpi-dev \
-        zlib1g-dev python3-numpy >/dev/null
-fi
+tools/install-deps.sh
 [ -x configure ] || autoreconf -fi
 [ -f Makefile ] || ./configure --quiet
 make -j2 >/dev/null

@@ -379,6 +379,10 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
+        if (!strcmp(f, "--version")) {
+            printf("adadelta-bench %s (kernel %s)\n", adadelta_version_string(), adadelta_kernel());
+            return 0;
+        }
         if (i + 1 >= argc) {
             usage(stderr);
             die("missing value after %s", f);

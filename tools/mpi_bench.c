@@ -530,6 +530,13 @@ static void parse(int argc, char **argv, options *o)
             MPI_Finalize();
             exit(0);
         }
+        if (!strcmp(f, "--version")) {
+            if (rank == 0)
+                printf("adadelta-mpi-bench %s (kernel %s)\n", adadelta_version_string(),
+                       adadelta_kernel());
+            MPI_Finalize();
+            exit(0);
+        }
         if (!strcmp(f, "--no-overlap")) {
             o->overlap = 0;
             continue;
