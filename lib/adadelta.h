@@ -324,12 +324,22 @@ ADADELTA_EXTERN int64_t adadelta_step_counter(const adadelta *opt);
 
 /* Saves the whole training state (state-format.md: safetensors with the
  * variables, optimizer/... tensors and metadata) atomically: a temporary file
- * in the same folder, fsync, rename. */
+ * in the same folder, fsync, rename. Written straight from the optimizer's
+ * memory: no copy of the state. */
 ADADELTA_EXTERN int adadelta_save(const adadelta *opt, const char *path);
 /* Loads a state saved for an optimizer with the same variables (names,
  * shapes, dtypes, order) and a compatible config. Everything is checked
- * before anything changes; on failure the optimizer is untouched. */
+ * before anything changes (the checksum read through a buffer, see
+ * adadelta_set_checkpoint_buffer, then the data read into place); on
+ * failure the optimizer is untouched (but for a read error of the disk
+ * after the checks, ADADELTA_EIO, which leaves the state partly loaded). */
 ADADELTA_EXTERN int adadelta_load(adadelta *opt, const char *path);
+/* The most memory a save or a load uses beyond the state itself: the
+ * buffer through which a load checks the file (and an MPI save or load
+ * moves the parts a rank does not hold). Default 16 MiB; 4 KiB .. 1 GiB. */
+#define ADADELTA_CHECKPOINT_BUFFER_DEFAULT ((size_t)16 << 20)
+ADADELTA_EXTERN int adadelta_set_checkpoint_buffer(adadelta *opt, size_t bytes);
+ADADELTA_EXTERN size_t adadelta_checkpoint_buffer(const adadelta *opt);
 /* After a successful load: the saved hyperparameters (rho, epsilon, the
  * learning rate, ...) that differ from the optimizer's, which it keeps, as
  * one line ("path: ...: rho 0.9 (saved 0.95)"); "" when none differ. Loads

@@ -40,7 +40,7 @@
 
 #include <stdarg.h>
 
-#define ADADELTA_PRIVATE_VERSION 6
+#define ADADELTA_PRIVATE_VERSION 7
 
 typedef struct adadelta_dist_step {
     int update;         /* 1: reduce and apply; 0: accumulation only */
@@ -107,12 +107,21 @@ typedef struct adadelta_private {
     /* The whole training state as tensors (state_tensors.h). */
     int (*state_list)(const adadelta *opt, int with_data, adadelta_state_list *out);
     void (*state_free)(adadelta_state_list *list);
+    /* Loading: the header's checks, the checksum's span and verdict (the
+     * processes each compute a part), the checks against opt, the copy. */
+    int (*state_check_header)(const adadelta_st_file *f, const char *path);
+    void (*state_checksum_span)(const adadelta_st_file *f, size_t *base, size_t *zero_at);
+    int (*state_checksum_verdict)(const adadelta_st_file *f, const char *path, uint32_t crc);
     int (*state_check)(const adadelta *opt, const adadelta_st_file *f, const char *path);
     int (*state_import)(adadelta *opt, const adadelta_st_file *f, const char *path,
                         const adadelta_state_list *list);
-    /* Writes the list's tensors (each whole: begin 0, end numel, at data)
-     * with opt's metadata to one state file, atomically. */
-    int (*state_write)(const adadelta *opt, const adadelta_state_list *list, const char *path);
+    /* Saving: the file's plan, each process's parts, rank 0's prefix. */
+    int (*state_plan)(const adadelta *opt, const adadelta_state_list *list,
+                      adadelta_st_layout *out);
+    int (*state_write_parts)(const adadelta_state_list *list, const adadelta_st_layout *lay,
+                             int fd, const char *path, adadelta_st_piece *p, int *n);
+    int (*state_write_prefix)(const adadelta_st_layout *lay, int fd, const char *path,
+                              adadelta_st_piece *p, int n);
 } adadelta_private;
 
 #endif

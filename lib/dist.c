@@ -306,9 +306,14 @@ static const adadelta_private private_table = {
     .learning_rate_from_json = adadelta__learning_rate_from_json,
     .state_list = adadelta__state_list,
     .state_free = adadelta__state_list_free,
+    .state_check_header = adadelta__state_check_header,
+    .state_checksum_span = adadelta__state_checksum_span,
+    .state_checksum_verdict = adadelta__state_checksum_verdict,
     .state_check = adadelta__state_check,
     .state_import = adadelta__state_import,
-    .state_write = adadelta__state_write,
+    .state_plan = adadelta__state_plan,
+    .state_write_parts = adadelta__state_write_parts,
+    .state_write_prefix = adadelta__state_write_prefix,
 };
 
 const void *adadelta_private_interface(int version)

@@ -84,6 +84,7 @@ struct adadelta {
 
     /* After a load: the saved hyperparameters that differ from ours. */
     char load_report[512];
+    size_t checkpoint_buffer; /* bytes (adadelta_set_checkpoint_buffer) */
 };
 
 /* ------------------------------------------------------------ status.c */

@@ -113,6 +113,7 @@ int adadelta_create(const adadelta_config *cfg, adadelta **out)
         opt->cfg.loss_scale_factor = ADADELTA_UNSET;
     opt->dynamic_scale = (float)cfg->initial_scale;
     opt->threads = omp_get_max_threads();
+    opt->checkpoint_buffer = ADADELTA_CHECKPOINT_BUFFER_DEFAULT;
     opt->thread_bounds = calloc((size_t)opt->threads + 1, sizeof(int));
     if (!opt->thread_bounds) {
         free(opt);

@@ -64,6 +64,9 @@ void adadelta_st_free(adadelta_st_file *f)
     free(f->meta_values);
     free(f->t);
     free(f->buf);
+    if (f->fd >= 0)
+        close(f->fd);
+    free(f->path);
     free(f);
 }
 
@@ -200,7 +203,8 @@ static int parse_header(const char *label, json_t *root, adadelta_st_file *f)
             rc = st_fail(ADADELTA_ENOMEM, "%s: out of memory", label);
             break;
         }
-        t->data = f->buf + f->data_start + begin;
+        t->offset = f->data_start + (size_t)begin;
+        t->data = f->fd < 0 ? f->buf + t->offset : NULL;
         order[f->n].begin = begin;
         order[f->n].index = f->n;
         f->n++;
@@ -238,27 +242,17 @@ static int parse_header(const char *label, json_t *root, adadelta_st_file *f)
     return rc;
 }
 
-/* Takes ownership of buf. */
-static int parse_owned(unsigned char *buf, size_t size, const char *label,
-                       adadelta_st_file **out)
+/* The header length of a file of `size` bytes from its first 8 bytes,
+ * checked against the file and the readers' limit. */
+static int header_length(const unsigned char *first8, size_t size, const char *label,
+                         size_t *hlen_out)
 {
-    *out = NULL;
-    adadelta_st_file *f = calloc(1, sizeof *f);
-    if (!f) {
-        free(buf);
-        return st_fail(ADADELTA_ENOMEM, "%s: out of memory", label);
-    }
-    f->buf = buf;
-    f->size = size;
-    if (size < 8) {
-        adadelta_st_free(f);
+    if (size < 8)
         return bad(label, "%zu bytes is too short for a safetensors file", size);
-    }
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--)
-        hlen = hlen << 8 | buf[i];
+        hlen = hlen << 8 | first8[i];
     if (hlen > MAX_HEADER || hlen > size - 8) {
-        adadelta_st_free(f);
         /* A header length past either limit is most often no safetensors file at all
          * (the first 8 bytes of a text or other file). */
         if (hlen > MAX_HEADER && hlen > size - 8)
@@ -272,9 +266,18 @@ static int parse_owned(unsigned char *buf, size_t size, const char *label,
         return bad(label, "header length %llu exceeds the %zu bytes after it",
                    (unsigned long long)hlen, size - 8);
     }
-    f->data_start = 8 + (size_t)hlen;
+    *hlen_out = (size_t)hlen;
+    return ADADELTA_OK;
+}
+
+/* Parses f's header (f->buf holds at least its first data_start bytes);
+ * frees f on failure. */
+static int parse_file(adadelta_st_file *f, size_t hlen, const char *label,
+                      adadelta_st_file **out)
+{
+    f->data_start = 8 + hlen;
     json_error_t err;
-    json_t *root = json_loadb((const char *)buf + 8, (size_t)hlen,
+    json_t *root = json_loadb((const char *)f->buf + 8, hlen,
                               JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &err);
     if (!root) {
         adadelta_st_free(f);
@@ -289,6 +292,28 @@ static int parse_owned(unsigned char *buf, size_t size, const char *label,
     }
     *out = f;
     return ADADELTA_OK;
+}
+
+/* Takes ownership of buf (the whole file). */
+static int parse_owned(unsigned char *buf, size_t size, const char *label,
+                       adadelta_st_file **out)
+{
+    *out = NULL;
+    adadelta_st_file *f = calloc(1, sizeof *f);
+    if (!f) {
+        free(buf);
+        return st_fail(ADADELTA_ENOMEM, "%s: out of memory", label);
+    }
+    f->buf = buf;
+    f->size = size;
+    f->fd = -1;
+    size_t hlen;
+    int rc = header_length(buf, size, label, &hlen);
+    if (rc) {
+        adadelta_st_free(f);
+        return rc;
+    }
+    return parse_file(f, hlen, label, out);
 }
 
 int adadelta_st_parse(const void *buf, size_t size, const char *label,
@@ -356,6 +381,54 @@ int adadelta_st_read(const char *path, adadelta_st_file **out)
     return rc ? rc : parse_owned(buf, size, path, out);
 }
 
+/* Reads n bytes at offset, whole (a short read is an error). */
+static int pread_all(int fd, void *dst, size_t n, size_t offset, const char *path)
+{
+    unsigned char *p = dst;
+    while (n) {
+        ssize_t got = pread(fd, p, n, (off_t)offset);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            return st_fail(ADADELTA_EIO, "%s: read error at byte %zu%s%s", path, offset,
+                           got < 0 ? ": " : " (the file shrank)", got < 0 ? strerror(errno) : "");
+        p += got;
+        n -= (size_t)got;
+        offset += (size_t)got;
+    }
+    return ADADELTA_OK;
+}
+
+int adadelta_st_open(const char *path, adadelta_st_file **out)
+{
+    *out = NULL;
+    int fd;
+    size_t size, hlen;
+    unsigned char first8[8];
+    int rc = adadelta_st_open_regular(path, &fd, &size);
+    if (rc)
+        return rc;
+    adadelta_st_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(path))) {
+        free(f);
+        close(fd);
+        return st_fail(ADADELTA_ENOMEM, "%s: out of memory", path);
+    }
+    f->fd = fd;
+    f->size = size;
+    if ((rc = size >= 8 ? pread_all(fd, first8, 8, 0, path) : 0) ||
+        (rc = header_length(first8, size, path, &hlen)) ||
+        !(f->buf = malloc(8 + hlen + 1))) {
+        adadelta_st_free(f);
+        return rc ? rc : st_fail(ADADELTA_ENOMEM, "%s: out of memory", path);
+    }
+    if ((rc = pread_all(fd, f->buf, 8 + hlen, 0, path))) {
+        adadelta_st_free(f);
+        return rc;
+    }
+    return parse_file(f, hlen, path, out);
+}
+
 const adadelta_st_tensor *adadelta_st_find(const adadelta_st_file *f, const char *name)
 {
     for (int i = 0; i < f->n; i++)
@@ -386,26 +459,93 @@ size_t adadelta_st_checksum_at(const adadelta_st_file *f)
     return found == 1 && f->buf[at + 8] == '"' ? at : 0;
 }
 
-uint32_t adadelta_st_file_crc(const adadelta_st_file *f, size_t at)
-{
-    uint32_t crc = adadelta__crc32c(0, f->buf, at);
-    crc = adadelta__crc32c(crc, placeholder, 8);
-    return adadelta__crc32c(crc, f->buf + at + 8, f->size - at - 8);
-}
-
 void adadelta_st_copy_f32(const adadelta_st_tensor *t, float *dst)
 {
     if (t->nbytes)
         memcpy(dst, t->data, t->nbytes);
 }
 
-void adadelta_st_read_data(const adadelta_st_file *f, const adadelta_st_tensor *t,
-                           size_t offset, size_t n, void *dst)
+int adadelta_st_read_data(const adadelta_st_file *f, const adadelta_st_tensor *t,
+                          size_t offset, size_t n, void *dst)
 {
-    (void)f;
-    if (n)
+    if (!n)
+        return ADADELTA_OK;
+    if (f->fd < 0) {
         memcpy(dst, t->data + offset, n);
+        return ADADELTA_OK;
+    }
+    return pread_all(f->fd, dst, n, t->offset + offset, f->path);
 }
+
+/* The CRC of bytes [lo, hi) of p (file offsets from `base`), the 8 bytes at
+ * zero_at read as '0'. */
+static uint32_t crc_zeroed(uint32_t crc, const unsigned char *p, size_t base, size_t lo,
+                           size_t hi, size_t zero_at)
+{
+    if (!zero_at || zero_at >= hi || zero_at + 8 <= lo)
+        return adadelta__crc32c(crc, p + (lo - base), hi - lo);
+    size_t z0 = zero_at > lo ? zero_at : lo, z1 = zero_at + 8 < hi ? zero_at + 8 : hi;
+    crc = adadelta__crc32c(crc, p + (lo - base), z0 - lo);
+    crc = adadelta__crc32c(crc, placeholder + (z0 - zero_at), z1 - z0);
+    return adadelta__crc32c(crc, p + (z1 - base), hi - z1);
+}
+
+int adadelta_st_crc_range(const adadelta_st_file *f, size_t lo, size_t hi, size_t zero_at,
+                          void *buf, size_t cap, uint32_t *crc)
+{
+    if (f->fd < 0) {
+        *crc = crc_zeroed(*crc, f->buf, 0, lo, hi, zero_at);
+        return ADADELTA_OK;
+    }
+    /* the prefix is in memory; the data is read a buffer at a time */
+    size_t mem_hi = hi < f->data_start ? hi : f->data_start;
+    if (lo < mem_hi) {
+        *crc = crc_zeroed(*crc, f->buf, 0, lo, mem_hi, zero_at);
+        lo = mem_hi;
+    }
+#ifdef POSIX_FADV_SEQUENTIAL
+    if (lo < hi)
+        posix_fadvise(f->fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_SEQUENTIAL);
+#endif
+    while (lo < hi) {
+        size_t n = hi - lo < cap ? hi - lo : cap;
+        int rc = pread_all(f->fd, buf, n, lo, f->path);
+        if (rc)
+            return rc;
+        *crc = crc_zeroed(*crc, buf, lo, lo, lo + n, zero_at);
+        lo += n;
+    }
+    return ADADELTA_OK;
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    const adadelta_st_piece *x = a, *y = b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+int adadelta_st_combine_pieces(adadelta_st_piece *p, int n, uint64_t total, uint32_t *crc)
+{
+    qsort(p, (size_t)n, sizeof *p, by_offset);
+    uint64_t at = 0;
+    uint32_t c = 0;
+    for (int i = 0; i < n; i++) {
+        if (!p[i].length)
+            continue;
+        if (p[i].offset != at)
+            return st_fail(ADADELTA_EINVAL, "checksum pieces: byte %llu follows byte %llu",
+                           (unsigned long long)p[i].offset, (unsigned long long)at);
+        c = adadelta__crc32c_combine(c, p[i].crc, p[i].length);
+        at += p[i].length;
+    }
+    if (at != total)
+        return st_fail(ADADELTA_EINVAL, "checksum pieces cover %llu of %llu bytes",
+                       (unsigned long long)at, (unsigned long long)total);
+    *crc = c;
+    return ADADELTA_OK;
+}
+
+void adadelta_st_checksum_digits(uint32_t crc, char out[9]) { snprintf(out, 9, "%08x", crc); }
 
 /* ------------------------------------------------------------- writer */
 
@@ -591,8 +731,6 @@ void adadelta_st_abort(int fd, char *tmp)
     free(tmp);
 }
 
-/* The checksum digits of a layout written over placeholders: "%08x". */
-static void checksum_digits(uint32_t crc, char out[9]) { snprintf(out, 9, "%08x", crc); }
 
 int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
                       const char *const *meta_kv, int n_meta, int checksum)
@@ -621,7 +759,7 @@ int adadelta_st_write(const char *path, const adadelta_st_out *t, int n,
             rc = nb ? adadelta_st_pwrite_all(fd, t[i].data, nb, l.offsets[i], path) : 0;
         }
         char digits[9];
-        checksum_digits(crc, digits);
+        adadelta_st_checksum_digits(crc, digits);
         if (!rc && checksum)
             rc = adadelta_st_pwrite_all(fd, digits, 8, l.checksum_at, path);
         if (rc) {

@@ -19,14 +19,19 @@ typedef struct adadelta_st_tensor {
     int ndim;
     int64_t shape[ADADELTA_MAX_DIMS];
     int64_t numel;
-    const unsigned char *data; /* into the file's buffer; maybe unaligned */
+    /* into the file's buffer, maybe unaligned; NULL in an opened file
+     * (adadelta_st_open), whose data is read with adadelta_st_read_data */
+    const unsigned char *data;
     size_t nbytes;
+    size_t offset;          /* file offset of the data */
 } adadelta_st_tensor;
 
 typedef struct adadelta_st_file {
-    unsigned char *buf;
-    size_t size;
-    size_t data_start;      /* offset of the data section in buf */
+    unsigned char *buf;     /* the whole file, or its first data_start bytes */
+    size_t size;            /* of the file */
+    size_t data_start;      /* offset of the data section */
+    int fd;                 /* an opened file's descriptor, else -1 */
+    char *path;             /* an opened file's path (messages) */
     int n;
     adadelta_st_tensor *t;  /* sorted by data offset (the file's order) */
     int n_meta;
@@ -52,17 +57,27 @@ int adadelta_st_read_fd(int fd, const char *path, size_t size, unsigned char **o
 /* Reads and checks a whole file. ADADELTA_EIO if it cannot be read,
  * ADADELTA_EFORMAT with "<path>: <what is wrong>" otherwise. */
 int adadelta_st_read(const char *path, adadelta_st_file **out);
+/* The same checks reading the header only: the file stays open and its
+ * data is read on demand (adadelta_st_read_data, adadelta_st_crc_range),
+ * so memory holds the header, never the data. */
+int adadelta_st_open(const char *path, adadelta_st_file **out);
 /* Same checks on a buffer (copied); `label` names it in messages. */
 int adadelta_st_parse(const void *buf, size_t size, const char *label,
                       adadelta_st_file **out);
 void adadelta_st_free(adadelta_st_file *f);
 const adadelta_st_tensor *adadelta_st_find(const adadelta_st_file *f, const char *name);
 const char *adadelta_st_meta(const adadelta_st_file *f, const char *key);
-/* Copies a tensor's data out as float32 (F32 only). */
+/* Copies a tensor's data out as float32 (F32 only; a file read whole). */
 void adadelta_st_copy_f32(const adadelta_st_tensor *t, float *dst);
-/* Copies bytes [offset, offset + n) of a tensor's data to dst. */
-void adadelta_st_read_data(const adadelta_st_file *f, const adadelta_st_tensor *t,
-                           size_t offset, size_t n, void *dst);
+/* Copies bytes [offset, offset + n) of a tensor's data to dst (from the
+ * buffer, or read from an opened file: ADADELTA_EIO if that fails). */
+int adadelta_st_read_data(const adadelta_st_file *f, const adadelta_st_tensor *t,
+                          size_t offset, size_t n, void *dst);
+/* The CRC-32C, continuing `crc`, of the file's bytes [lo, hi) with the 8
+ * bytes at zero_at (0: none) read as '0' digits; an opened file is read
+ * through buf (cap bytes). */
+int adadelta_st_crc_range(const adadelta_st_file *f, size_t lo, size_t hi, size_t zero_at,
+                          void *buf, size_t cap, uint32_t *crc);
 /* Bytes per element; "F32", ... */
 size_t adadelta_st_dtype_size(adadelta_st_dtype d);
 const char *adadelta_st_dtype_name(adadelta_st_dtype d);
@@ -116,7 +131,17 @@ void adadelta_st_abort(int fd, char *tmp);
 /* Where a whole-file checksum's 8 digits are in a file's header (the one
  * '"checksum":"' in it), or 0 when there is not exactly one. */
 size_t adadelta_st_checksum_at(const adadelta_st_file *f);
-/* The whole-file CRC-32C of f with the digits at `at` read as '0'. */
-uint32_t adadelta_st_file_crc(const adadelta_st_file *f, size_t at);
+
+/* The CRC of a byte range of a file being written, so that writers of
+ * different parts need not read each other's bytes. */
+typedef struct adadelta_st_piece {
+    uint64_t offset, length;
+    uint32_t crc;
+} adadelta_st_piece;
+/* The CRC of [0, total) from pieces that tile it (sorted here; empty ones
+ * ignored). ADADELTA_EINVAL when they leave a gap or overlap. */
+int adadelta_st_combine_pieces(adadelta_st_piece *p, int n, uint64_t total, uint32_t *crc);
+/* The 8 hex digits of a checksum. */
+void adadelta_st_checksum_digits(uint32_t crc, char out[9]);
 
 #endif

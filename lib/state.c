@@ -32,23 +32,95 @@ static int state_metadata(const adadelta *opt, char **config, char **variables)
     return adadelta__fail(ADADELTA_ENOMEM, "state: out of memory for the metadata");
 }
 
-int adadelta__state_write(const adadelta *opt, const adadelta_state_list *l, const char *path)
+int adadelta__state_plan(const adadelta *opt, const adadelta_state_list *l,
+                         adadelta_st_layout *out)
 {
     char *config = NULL, *vars = NULL;
     adadelta_st_out *t = calloc((size_t)l->n + 1, sizeof *t);
     int rc = t ? state_metadata(opt, &config, &vars)
-               : adadelta__fail(ADADELTA_ENOMEM, "save %s: out of memory", path);
+               : adadelta__fail(ADADELTA_ENOMEM, "save: out of memory");
     if (!rc) {
         for (int i = 0; i < l->n; i++)
             t[i] = (adadelta_st_out){l->t[i].name, l->t[i].dtype, l->t[i].ndim, l->t[i].shape,
-                                     l->t[i].data};
+                                     NULL};
         const char *meta[] = {"format", "adadelta-state", "version", "2",
                               "config", config,           "variables", vars};
-        rc = st_status(adadelta_st_write(path, t, l->n, meta, 4, ADADELTA_ST_CHECKSUM_FILE));
+        rc = st_status(adadelta_st_plan(t, l->n, meta, 4, ADADELTA_ST_CHECKSUM_FILE, out));
     }
     free(t);
     free(config);
     free(vars);
+    return rc;
+}
+
+int adadelta__state_write_parts(const adadelta_state_list *l, const adadelta_st_layout *lay,
+                                int fd, const char *path, adadelta_st_piece *p, int *n)
+{
+    for (int i = 0; i < l->n; i++) {
+        const adadelta_state_tensor *t = &l->t[i];
+        size_t esize = adadelta_st_dtype_size(t->dtype);
+        size_t len = (size_t)(t->end - t->begin) * esize;
+        size_t at = lay->offsets[i] + (size_t)t->begin * esize;
+        if (!len)
+            continue;
+        int rc = st_status(adadelta_st_pwrite_all(fd, t->data, len, at, path));
+        if (rc)
+            return rc;
+        uint32_t crc = adadelta__crc32c(0, t->data, len);
+        adadelta_st_piece *last = *n ? &p[*n - 1] : NULL;
+        if (last && last->offset + last->length == at) {
+            last->crc = adadelta__crc32c_combine(last->crc, crc, len);
+            last->length += len;
+        } else {
+            p[(*n)++] = (adadelta_st_piece){at, len, crc};
+        }
+    }
+    return ADADELTA_OK;
+}
+
+int adadelta__state_write_prefix(const adadelta_st_layout *lay, int fd, const char *path,
+                                 adadelta_st_piece *p, int n)
+{
+    unsigned char *prefix = malloc(lay->data_start);
+    if (!prefix)
+        return adadelta__fail(ADADELTA_ENOMEM, "save %s: out of memory", path);
+    adadelta_st_prefix(lay, prefix);
+    p[n++] = (adadelta_st_piece){0, lay->data_start, adadelta__crc32c(0, prefix,
+                                                                      lay->data_start)};
+    uint32_t crc;
+    int rc = adadelta_st_combine_pieces(p, n, lay->total, &crc);
+    if (rc) {
+        free(prefix);
+        return adadelta__fail(ADADELTA_ESTATE, "save %s: %s", path, adadelta_st_error());
+    }
+    char digits[9];
+    adadelta_st_checksum_digits(crc, digits);
+    memcpy(prefix + lay->checksum_at, digits, 8);
+    rc = st_status(adadelta_st_pwrite_all(fd, prefix, lay->data_start, 0, path));
+    free(prefix);
+    return rc;
+}
+
+int adadelta__state_write(const adadelta *opt, const adadelta_state_list *l, const char *path)
+{
+    adadelta_st_layout lay;
+    int rc = adadelta__state_plan(opt, l, &lay);
+    if (rc)
+        return adadelta__fail(rc, "save %s: %s", path, adadelta_last_error());
+    adadelta_st_piece *p = calloc((size_t)l->n + 1, sizeof *p);
+    int fd = -1, n = 0;
+    char *tmp = NULL;
+    if (!p)
+        rc = adadelta__fail(ADADELTA_ENOMEM, "save %s: out of memory", path);
+    else
+        rc = st_status(adadelta_st_create_temp(path, &fd, &tmp));
+    if (!rc && !(rc = adadelta__state_write_parts(l, &lay, fd, path, p, &n)) &&
+        !(rc = adadelta__state_write_prefix(&lay, fd, path, p, n)))
+        rc = st_status(adadelta_st_commit(fd, tmp, path));
+    else if (tmp)
+        adadelta_st_abort(fd, tmp);
+    free(p);
+    adadelta_st_layout_free(&lay);
     return rc;
 }
 
@@ -67,13 +139,14 @@ int adadelta_save(const adadelta *opt, const char *path)
     return rc;
 }
 
-/* Everything is checked first; only then built and copied. Saved
- * hyperparameters that differ from the optimizer's are reported (the
- * optimizer's own are kept, as Keras keeps the compiled optimizer's). */
-static int load_file(adadelta *opt, const adadelta_st_file *f, const char *path)
+/* Everything is checked first (the checksum unless `verified`); only
+ * then built and copied. Saved hyperparameters that differ from the
+ * optimizer's are reported (the optimizer's own are kept, as Keras keeps
+ * the compiled optimizer's). */
+static int load_file(adadelta *opt, const adadelta_st_file *f, const char *path, int verified)
 {
-    int rc = adadelta__state_check(opt, f, path);
-    if (rc)
+    int rc = verified ? 0 : adadelta__state_check_file(f, path, opt->checkpoint_buffer);
+    if (rc || (rc = adadelta__state_check(opt, f, path)))
         return rc;
     adadelta_state_list l;
     if ((rc = adadelta__state_list(opt, 1, &l)))
@@ -95,6 +168,22 @@ static int load_file(adadelta *opt, const adadelta_st_file *f, const char *path)
 
 const char *adadelta_load_report(const adadelta *opt) { return opt ? opt->load_report : ""; }
 
+int adadelta_set_checkpoint_buffer(adadelta *opt, size_t bytes)
+{
+    if (!opt)
+        return adadelta__fail(ADADELTA_EINVAL, "set_checkpoint_buffer: optimizer is NULL");
+    if (bytes < 4096 || bytes > ((size_t)1 << 30))
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "set_checkpoint_buffer: %zu bytes is outside [4096, 2^30]", bytes);
+    opt->checkpoint_buffer = bytes;
+    return ADADELTA_OK;
+}
+
+size_t adadelta_checkpoint_buffer(const adadelta *opt)
+{
+    return opt ? opt->checkpoint_buffer : ADADELTA_CHECKPOINT_BUFFER_DEFAULT;
+}
+
 int adadelta_load(adadelta *opt, const char *path)
 {
     if (!opt || !path)
@@ -105,9 +194,9 @@ int adadelta_load(adadelta *opt, const char *path)
     if (adadelta__sharded(opt))
         return adadelta__fail(ADADELTA_ESTATE, "load: sharded optimizer; use adadelta_mpi_load");
     adadelta_st_file *f;
-    if ((rc = st_status(adadelta_st_read(path, &f))))
+    if ((rc = st_status(adadelta_st_open(path, &f))))
         return rc;
-    rc = load_file(opt, f, path);
+    rc = load_file(opt, f, path, 0);
     adadelta_st_free(f);
     return rc;
 }
@@ -169,12 +258,12 @@ int adadelta_create_from_state(const char *path, const adadelta_config *override
         return adadelta__fail(ADADELTA_EINVAL, "create_from_state: NULL argument");
     *out = NULL;
     adadelta_st_file *f;
-    int rc = st_status(adadelta_st_read(path, &f));
+    int rc = st_status(adadelta_st_open(path, &f));
     if (rc)
         return rc;
     adadelta_config cfg;
     adadelta *opt = NULL;
-    if ((rc = adadelta__state_check_file(f, path)))
+    if ((rc = adadelta__state_check_file(f, path, ADADELTA_CHECKPOINT_BUFFER_DEFAULT)))
         goto done;
     if (override)
         cfg = *override;
@@ -192,7 +281,7 @@ int adadelta_create_from_state(const char *path, const adadelta_config *override
     }
     if ((rc = adadelta_create(&cfg, &opt)) || (rc = add_saved_variables(opt, f, path)))
         goto done;
-    rc = load_file(opt, f, path);
+    rc = load_file(opt, f, path, 1);
 done:
     adadelta_st_free(f);
     if (rc) {

@@ -105,12 +105,10 @@ void adadelta__state_list_free(adadelta_state_list *l)
 
 /* ------------------------------------------------------------ checks */
 
-/* Header-level checks: format, version, checksum. */
-int adadelta__state_check_file(const adadelta_st_file *f, const char *path)
+int adadelta__state_check_header(const adadelta_st_file *f, const char *path)
 {
     const char *format = adadelta_st_meta(f, "format");
     const char *version = adadelta_st_meta(f, "version");
-    const char *checksum = adadelta_st_meta(f, "checksum");
     if (!format || strcmp(format, "adadelta-state") != 0)
         return adadelta__fail(ADADELTA_EFORMAT, "%s: metadata format is not adadelta-state",
                               path);
@@ -119,26 +117,65 @@ int adadelta__state_check_file(const adadelta_st_file *f, const char *path)
         return adadelta__fail(ADADELTA_EFORMAT,
                               "%s: state version '%s' is not supported (1 or 2)", path,
                               version ? version : "(none)");
-    if (!checksum)
+    if (!adadelta_st_meta(f, "checksum"))
         return adadelta__fail(ADADELTA_EFORMAT, "%s: metadata has no checksum", path);
-    /* Version 1 covers the data, version 2 the whole file (the header with
-     * its names, shapes and config too). */
-    size_t at = v2 ? adadelta_st_checksum_at(f) : 0;
-    if (v2 && !at)
+    if (v2 && !adadelta_st_checksum_at(f))
         return adadelta__fail(ADADELTA_EFORMAT,
                               "%s: the header must hold exactly one \"checksum\" entry", path);
+    return ADADELTA_OK;
+}
+
+/* Version 1 covers the data, version 2 the whole file (the header with
+ * its names, shapes and config too) with its own digits read as '0'. */
+void adadelta__state_checksum_span(const adadelta_st_file *f, size_t *base, size_t *zero_at)
+{
+    int v2 = !strcmp(adadelta_st_meta(f, "version"), "2");
+    *base = v2 ? 0 : f->data_start;
+    *zero_at = v2 ? adadelta_st_checksum_at(f) : 0;
+}
+
+int adadelta__state_checksum_verdict(const adadelta_st_file *f, const char *path, uint32_t crc)
+{
+    const char *checksum = adadelta_st_meta(f, "checksum");
     char got[9];
-    snprintf(got, sizeof got, "%08x",
-             v2 ? adadelta_st_file_crc(f, at)
-                : adadelta__crc32c(0, f->buf + f->data_start, f->size - f->data_start));
+    adadelta_st_checksum_digits(crc, got);
     if (strcmp(got, checksum) != 0)
         return adadelta__fail(ADADELTA_EFORMAT,
                               "%s: checksum mismatch (file says %s, %s gives %s): the "
                               "file is corrupted",
-                              path, checksum, v2 ? "the file" : "the data", got);
+                              path, checksum,
+                              strcmp(adadelta_st_meta(f, "version"), "2") ? "the data"
+                                                                          : "the file",
+                              got);
+    return ADADELTA_OK;
+}
+
+static int check_metadata(const adadelta_st_file *f, const char *path)
+{
     if (!adadelta_st_meta(f, "config") || !adadelta_st_meta(f, "variables"))
         return adadelta__fail(ADADELTA_EFORMAT, "%s: metadata lacks config or variables", path);
     return ADADELTA_OK;
+}
+
+int adadelta__state_check_file(const adadelta_st_file *f, const char *path, size_t cap)
+{
+    int rc = adadelta__state_check_header(f, path);
+    if (rc)
+        return rc;
+    size_t base, zero_at;
+    adadelta__state_checksum_span(f, &base, &zero_at);
+    void *buf = f->fd >= 0 ? malloc(cap) : NULL;
+    if (f->fd >= 0 && !buf)
+        return adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory for a %zu-byte buffer", path,
+                              cap);
+    uint32_t crc = 0;
+    rc = adadelta_st_crc_range(f, base, f->size, zero_at, buf, cap, &crc);
+    free(buf);
+    if (rc)
+        return adadelta__fail(rc, "%s", adadelta_st_error());
+    if ((rc = adadelta__state_checksum_verdict(f, path, crc)))
+        return rc;
+    return check_metadata(f, path);
 }
 
 static int check_variables(const adadelta_st_file *f, const char *path, const adadelta *opt)
@@ -198,12 +235,16 @@ static int check_counter(const adadelta_st_file *f, const char *path,
     return ADADELTA_OK;
 }
 
-static int64_t read_i64(const adadelta_st_file *f, const adadelta_st_tensor *t)
+/* A read of an opened file that failed, into the library's last error. */
+static int read_failed(int rc)
 {
-    int64_t x = 0;
-    if (t)
-        adadelta_st_read_data(f, t, 0, 8, &x);
-    return x;
+    return rc ? adadelta__fail(rc, "%s", adadelta_st_error()) : 0;
+}
+
+static int read_i64(const adadelta_st_file *f, const adadelta_st_tensor *t, int64_t *x)
+{
+    *x = 0;
+    return t ? read_failed(adadelta_st_read_data(f, t, 0, 8, x)) : 0;
 }
 
 /* The counters and the scale must be values a run can reach: a crafted
@@ -218,10 +259,11 @@ static int check_counters(const adadelta_st_file *f, const char *path, const ada
         if (l->t[i].role == ADADELTA_TENSOR_COUNTER &&
             (rc = check_counter(f, path, &l->t[i], &found[k++])))
             return rc;
-    int64_t it = read_i64(f, found[0]), counter = read_i64(f, found[2]);
+    int64_t it, counter;
     float scale = 1;
-    if (found[1])
-        adadelta_st_read_data(f, found[1], 0, 4, &scale);
+    if ((rc = read_i64(f, found[0], &it)) || (rc = read_i64(f, found[2], &counter)) ||
+        (found[1] && (rc = read_failed(adadelta_st_read_data(f, found[1], 0, 4, &scale)))))
+        return rc;
     if (it < 0 || it > ((int64_t)1 << 62))
         return adadelta__fail(ADADELTA_EFORMAT, "%s: optimizer/iterations = %lld is out of range",
                               path, (long long)it);
@@ -268,8 +310,8 @@ static int check_tensor(const adadelta_st_file *f, const char *path, const adade
 int adadelta__state_check(const adadelta *opt, const adadelta_st_file *f, const char *path)
 {
     int rc;
-    if ((rc = adadelta__state_check_file(f, path)) || (rc = check_variables(f, path, opt)) ||
-        (rc = check_config(f, path, opt)))
+    if ((rc = adadelta__state_check_header(f, path)) || (rc = check_metadata(f, path)) ||
+        (rc = check_variables(f, path, opt)) || (rc = check_config(f, path, opt)))
         return rc;
     adadelta_state_list l;
     if ((rc = adadelta__state_list(opt, 0, &l)))
@@ -293,20 +335,25 @@ int adadelta__state_check(const adadelta *opt, const adadelta_st_file *f, const 
 int adadelta__state_import(adadelta *opt, const adadelta_st_file *f, const char *path,
                            const adadelta_state_list *l)
 {
-    (void)path;
-    for (int i = 0; i < l->n; i++) {
+    int rc = ADADELTA_OK;
+    for (int i = 0; !rc && i < l->n; i++) {
         const adadelta_state_tensor *want = &l->t[i];
         const adadelta_st_tensor *t = adadelta_st_find(f, want->name);
         size_t esize = adadelta_st_dtype_size(want->dtype);
         if (want->role != ADADELTA_TENSOR_COUNTER)
-            adadelta_st_read_data(f, t, (size_t)want->begin * esize,
-                                  (size_t)(want->end - want->begin) * esize, want->data);
+            rc = read_failed(adadelta_st_read_data(f, t, (size_t)want->begin * esize,
+                                                   (size_t)(want->end - want->begin) * esize,
+                                                   want->data));
         else if (!strcmp(want->name, "optimizer/iterations"))
-            opt->iterations = read_i64(f, t);
+            rc = read_i64(f, t, &opt->iterations);
         else if (!strcmp(want->name, "optimizer/step_counter"))
-            opt->step_counter = read_i64(f, t);
+            rc = read_i64(f, t, &opt->step_counter);
         else
-            adadelta_st_read_data(f, t, 0, 4, &opt->dynamic_scale);
+            rc = read_failed(adadelta_st_read_data(f, t, 0, 4, &opt->dynamic_scale));
     }
-    return ADADELTA_OK;
+    (void)path; /* the read errors name it */
+    if (rc)
+        adadelta__fail(rc, "%s (the state is partly loaded: load a good file again)",
+                       adadelta_last_error());
+    return rc;
 }

@@ -52,13 +52,24 @@ typedef struct adadelta_state_list {
 int adadelta__state_list(const adadelta *opt, int with_data, adadelta_state_list *out);
 void adadelta__state_list_free(adadelta_state_list *list);
 
-/* The checks of a state file that need no optimizer: format, version,
- * checksum, the config and variables metadata present. */
-int adadelta__state_check_file(const adadelta_st_file *f, const char *path);
+/* A state file's header: format, version, a checksum entry (version 2:
+ * exactly one, found in the header). */
+int adadelta__state_check_header(const adadelta_st_file *f, const char *path);
+/* What its checksum covers: the file's bytes [*base, size), the 8 at
+ * *zero_at (0: none) read as '0'; and the verdict on a CRC of them. Several
+ * processes may each compute a part and combine them. */
+void adadelta__state_checksum_span(const adadelta_st_file *f, size_t *base, size_t *zero_at);
+int adadelta__state_checksum_verdict(const adadelta_st_file *f, const char *path, uint32_t crc);
 
-/* Checks a state file's header against opt: format, version, checksum,
- * the saved variables and config, and every tensor of opt's state present
- * with its dtype and shape. Changes nothing and builds nothing. */
+/* The checks of a state file that need no optimizer: the header, the
+ * checksum (an opened file read through a buffer of cap bytes), the config
+ * and variables metadata present. */
+int adadelta__state_check_file(const adadelta_st_file *f, const char *path, size_t cap);
+
+/* Checks a state file's header against opt: format, version, the saved
+ * variables and config, and every tensor of opt's state present with its
+ * dtype and shape. Changes nothing and builds nothing. The checksum is
+ * checked before (adadelta__state_check_file, or the MPI layer's parts). */
 int adadelta__state_check(const adadelta *opt, const adadelta_st_file *f, const char *path);
 
 /* After a successful check: copies each list tensor's elements [begin,
@@ -67,9 +78,22 @@ int adadelta__state_check(const adadelta *opt, const adadelta_st_file *f, const 
 int adadelta__state_import(adadelta *opt, const adadelta_st_file *f, const char *path,
                            const adadelta_state_list *list);
 
-/* Writes the list's tensors (each whole: begin 0, end numel, at data)
- * with opt's metadata (config, variable order) to one state file,
- * atomically (state.c). */
+/* The file of opt's state (state.c): its header (opt's config and
+ * variable order, the checksum digits "00000000"), each list tensor's
+ * offset, the size. The same on every process holding the same optimizer. */
+int adadelta__state_plan(const adadelta *opt, const adadelta_state_list *list,
+                         adadelta_st_layout *out);
+/* Writes each list tensor's elements [begin, end) from data at their
+ * place in the planned file, and appends the CRCs of what it wrote to p
+ * (adjacent parts as one piece; at most list->n pieces). */
+int adadelta__state_write_parts(const adadelta_state_list *list, const adadelta_st_layout *lay,
+                                int fd, const char *path, adadelta_st_piece *p, int *n);
+/* Rank 0's last write: the prefix (length, header, padding) with the
+ * checksum of the whole file, from the pieces of every writer (the
+ * prefix's own is added here). */
+int adadelta__state_write_prefix(const adadelta_st_layout *lay, int fd, const char *path,
+                                 adadelta_st_piece *p, int n);
+/* Writes the list's tensors (each whole) to one state file, atomically. */
 int adadelta__state_write(const adadelta *opt, const adadelta_state_list *list, const char *path);
 
 #endif

@@ -162,16 +162,44 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_check_identical(adadelta_mpi *opt);
  * first apply); afterwards it is collective. */
 ADADELTA_MPI_EXTERN void adadelta_mpi_set_check_identical(adadelta_mpi *opt, int on);
 
-/* Saves one file (rank 0 writes; the same bytes in both modes) / loads one on
- * every rank. Collective. Gradient accumulators are rank-local (each rank
- * accumulates its own gradients): the file holds their mean over the ranks,
- * the accumulator Keras would hold for the mean gradients. Resuming in the
- * middle of an accumulation cycle is therefore exact mathematically but not
- * bit-exact; at a cycle boundary (accumulators zero) it is bit-exact.
- * save_each: every rank writes the same bytes to its own path. */
+/* Saves one file, the bytes adadelta_save writes for the same state
+ * whatever the mode and the rank count; loads one (saved by any number of
+ * ranks in either mode) on every rank. Collective; atomic (a temporary
+ * file, every rank's data flushed and agreed, one rename); a failure on any
+ * rank leaves the previous file and returns the same status everywhere.
+ *
+ * In parallel: every rank writes its range of every tensor straight from
+ * memory, rank 0 the header with the checksum combined from the ranks'
+ * CRCs. If some rank cannot open the file rank 0 created (a folder that is
+ * not shared between nodes), rank 0 writes it all, receiving the parts it
+ * lacks through adadelta_checkpoint_buffer() bytes at a time. A load reads
+ * the header, checks the checksum split among the ranks that see the same
+ * file (each node checks its copy), then each rank reads what it keeps. No
+ * rank holds more than its state and that buffer.
+ *
+ * Gradient accumulators are rank-local (each rank accumulates its own
+ * gradients): the file holds their mean over the ranks, the accumulator
+ * Keras would hold for the mean gradients. Resuming in the middle of an
+ * accumulation cycle is therefore exact mathematically but not bit-exact;
+ * at a cycle boundary (accumulators zero) it is bit-exact.
+ * save_each: every rank writes the same bytes to its own path (a copy per
+ * node), the parts it lacks coming from their owners a buffer at a time. */
 ADADELTA_MPI_EXTERN int adadelta_mpi_save(adadelta_mpi *opt, const char *path);
 ADADELTA_MPI_EXTERN int adadelta_mpi_save_each(adadelta_mpi *opt, const char *path);
 ADADELTA_MPI_EXTERN int adadelta_mpi_load(adadelta_mpi *opt, const char *path);
+
+/* Root's variables to every rank (Horovod's broadcast_parameters): call it
+ * after creating the variables (or loading on one rank) so that every rank
+ * starts from the same values. Before the first apply it also sets the EMA
+ * (use_ema) from the broadcast values, as building would have. Collective. */
+ADADELTA_MPI_EXTERN int adadelta_mpi_broadcast_variables(adadelta_mpi *opt, int root);
+/* The first apply checks that every rank starts from the same variables
+ * (a CRC-32C of them, exchanged with the step's agreement): different
+ * initial values fail that apply with ADADELTA_EMISMATCH on every rank,
+ * naming the ranks, instead of diverging silently. On by default; off
+ * with on = 0 or ADADELTA_MPI_INITIAL_CHECK=0 in the environment. Local,
+ * before the first apply (the ranks' wishes are OR'ed). */
+ADADELTA_MPI_EXTERN void adadelta_mpi_set_initial_check(adadelta_mpi *opt, int on);
 
 /* Message of the last failed adadelta_mpi_* call in this thread (the same
  * channel as adadelta_last_error()); on ranks where another rank failed,

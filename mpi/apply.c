@@ -217,6 +217,8 @@ int adadelta_mpi_apply(adadelta_mpi *m, const void *const *vgrads)
         return rc;
     if (first && m->check && (rc = adadelta_mpi__check_identical(m, "before the first apply")))
         return rc;
+    if ((rc = adadelta_mpi__check_initial(m)))
+        return rc;
     if ((rc = adadelta_mpi__step(m, grads, 0)))
         return rc;
     if (m->check && (rc = adadelta_mpi__check_identical(m, "after apply")))

@@ -42,6 +42,8 @@ static int wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode, int local
     CORE->set_wrapped(core, 1);
     const char *env = getenv("ADADELTA_MPI_CHECK");
     m->check = env && *env && strcmp(env, "0") != 0;
+    env = getenv("ADADELTA_MPI_INITIAL_CHECK");
+    m->initial_check = !(env && !strcmp(env, "0"));
     env = getenv("ADADELTA_MPI_SHM");
     m->shm_wanted = env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "1") ? 1 : -1;
     m->bucket_bytes = ADADELTA_MPI_DEFAULT_BUCKET_BYTES;
@@ -113,6 +115,15 @@ void adadelta_mpi_set_check_identical(adadelta_mpi *m, int on)
     /* The check is collective: once started, every rank must agree. */
     if (m->ready)
         MPI_Allreduce(MPI_IN_PLACE, &m->check, 1, MPI_INT, MPI_LOR, m->comm);
+}
+
+void adadelta_mpi_set_initial_check(adadelta_mpi *m, int on)
+{
+    if (!m)
+        return;
+    m->initial_check = on != 0;
+    if (m->ready)
+        MPI_Allreduce(MPI_IN_PLACE, &m->initial_check, 1, MPI_INT, MPI_LOR, m->comm);
 }
 
 int adadelta_mpi_add_variable(adadelta_mpi *m, const char *name, adadelta_dtype dtype, void *data,

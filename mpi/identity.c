@@ -1,10 +1,14 @@
-/* identity.c - the debug check that every rank holds the same training
- * state: a checksum of the variables, the counters and (replicated mode)
- * the optimizer state, compared across ranks. The gradient accumulators
- * are rank-local by design and not compared. */
+/* identity.c - that every rank holds the same training state: the check
+ * at the first step that the ranks start from the same variables (on by
+ * default), the broadcast that makes them so, and the debug check of the
+ * variables, the counters and (replicated mode) the optimizer state after
+ * every step. The gradient accumulators are rank-local by design and not
+ * compared. */
 #include "mpi_internal.h"
 
+#include <limits.h>
 #include <stdio.h>
+#include <string.h>
 
 static uint64_t state_checksum(const adadelta_mpi *m, int *rc)
 {
@@ -52,4 +56,79 @@ int adadelta_mpi_check_identical(adadelta_mpi *m)
         return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_check_identical: NULL");
     int rc = adadelta_mpi__ensure_ready(m);
     return rc ? rc : adadelta_mpi__check_identical(m, "at check_identical");
+}
+
+int adadelta_mpi__check_initial(adadelta_mpi *m)
+{
+    if (!m->initial_check || m->initial_checked)
+        return 0;
+    m->initial_checked = 1;
+    uint32_t crc = 0, lo, hi;
+    for (int v = 0; v < m->nv; v++)
+        crc = adadelta__crc32c(crc, adadelta_variable_data(m->core, v),
+                               (size_t)(m->voff[v + 1] - m->voff[v]) * sizeof(float));
+    MPI_Allreduce(&crc, &lo, 1, MPI_UINT32_T, MPI_MIN, m->comm);
+    MPI_Allreduce(&crc, &hi, 1, MPI_UINT32_T, MPI_MAX, m->comm);
+    if (lo == hi)
+        return 0;
+    char ranks[200];
+    adadelta_mpi__differing_ranks(m, crc, ranks, sizeof ranks);
+    m->initial_checked = 0; /* still unchecked: the next first step checks again */
+    return adadelta_mpi__fail(ADADELTA_EMISMATCH,
+                              "the ranks start from different variables: those of rank %s differ "
+                              "from rank 0's (CRC-32C), so training would diverge; broadcast "
+                              "them first (adadelta_mpi_broadcast_variables) or initialise "
+                              "every rank alike (adadelta_mpi_set_initial_check(opt, 0) turns "
+                              "this check off)",
+                              ranks);
+}
+
+int adadelta_mpi_broadcast_variables(adadelta_mpi *m, int root)
+{
+    adadelta_mpi__clear_error();
+    if (!m)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_broadcast_variables: NULL");
+    /* the root must be valid on every rank before anyone broadcasts */
+    int bad = root < 0 || root >= m->size, any;
+    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, m->comm);
+    if (any)
+        return adadelta_mpi__agree(
+            m, bad ? adadelta_mpi__fail(ADADELTA_EINVAL,
+                                        "adadelta_mpi_broadcast_variables: root %d is not a "
+                                        "rank of the %d",
+                                        root, m->size)
+                   : 0);
+    int roots[2] = {root, -root}, got[2];
+    MPI_Allreduce(roots, got, 2, MPI_INT, MPI_MIN, m->comm);
+    if (got[0] != -got[1])
+        return adadelta_mpi__fail(ADADELTA_EMISMATCH,
+                                  "adadelta_mpi_broadcast_variables: the ranks name different "
+                                  "roots (%d to %d)",
+                                  got[0], -got[1]);
+    /* the agreement first: the same variables, shapes and dtypes */
+    int rc = adadelta_mpi__ensure_ready(m);
+    if (rc)
+        return rc;
+    for (int v = 0; v < m->nv; v++) {
+        float *data = adadelta_variable_data(m->core, v);
+        for (int64_t at = m->voff[v]; at < m->voff[v + 1]; at += m->chunk) {
+            int64_t n = m->voff[v + 1] - at < m->chunk ? m->voff[v + 1] - at : m->chunk;
+            MPI_Bcast(data + (at - m->voff[v]), (int)n, MPI_FLOAT, root, m->comm);
+        }
+    }
+    /* Before the first apply the EMA is what building makes: the
+     * variables (the ones broadcast now). */
+    if (adadelta_get_config(m->core)->use_ema && adadelta_iterations(m->core) == 0) {
+        adadelta_state_list l;
+        if ((rc = adadelta_mpi__agree(m, CORE->state_list(m->core, 1, &l))))
+            return rc;
+        for (int i = 0; i < l.n; i++) {
+            const adadelta_state_tensor *t = &l.t[i];
+            if (t->slot == ADADELTA_SLOT_EMA && t->end > t->begin)
+                memcpy(t->data, (const float *)adadelta_variable_data(m->core, t->var) + t->begin,
+                       (size_t)(t->end - t->begin) * sizeof(float));
+        }
+        CORE->state_free(&l);
+    }
+    return 0;
 }

@@ -64,6 +64,8 @@ struct adadelta_mpi {
     adadelta *core;
     adadelta_mpi_mode mode;
     int check;        /* compare checksums after every apply */
+    int initial_check;   /* compare the variables at the first step */
+    int initial_checked; /* done */
     int ready;        /* agreement done, plan made, buffers allocated */
 
     /* The plan (plan.c): the variables' flat layout and the ranks' ranges
@@ -109,6 +111,11 @@ uint64_t adadelta_mpi__hash(uint64_t h, const void *data, size_t n);
  * many do; empty when none. Collective, no allocation. */
 void adadelta_mpi__differing_ranks(const adadelta_mpi *m, uint64_t mine, char *buf, size_t n);
 int adadelta_mpi__check_agreement(adadelta_mpi *m);
+
+/* ------------------------------------------------------------ identity.c */
+/* Once, at the first step: every rank's variables the same (a CRC-32C),
+ * else ADADELTA_EMISMATCH everywhere. Collective. */
+int adadelta_mpi__check_initial(adadelta_mpi *m);
 
 /* ------------------------------------------------------------ plan.c */
 /* Agreement, then the plan and the buffers: once, before the first step,

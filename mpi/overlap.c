@@ -47,6 +47,8 @@ int adadelta_mpi_begin_step(adadelta_mpi *m)
         return rc;
     if (first && m->check && (rc = adadelta_mpi__check_identical(m, "before the first step")))
         return rc;
+    if ((rc = adadelta_mpi__check_initial(m)))
+        return rc;
     open_step *o = &m->ostep;
     CORE->plan(m->core, &o->st);
     o->st.grads = o->grads;
