@@ -188,6 +188,10 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_save(adadelta_mpi *opt, const char *path);
 ADADELTA_MPI_EXTERN int adadelta_mpi_save_each(adadelta_mpi *opt, const char *path);
 ADADELTA_MPI_EXTERN int adadelta_mpi_load(adadelta_mpi *opt, const char *path);
 
+/* The buffer of a save or a load (adadelta_set_checkpoint_buffer): this
+ * rank's; a save moving parts between ranks uses the smallest of any. */
+ADADELTA_MPI_EXTERN int adadelta_mpi_set_checkpoint_buffer(adadelta_mpi *opt, size_t bytes);
+
 /* Root's variables to every rank (Horovod's broadcast_parameters): call it
  * after creating the variables (or loading on one rank) so that every rank
  * starts from the same values. Before the first apply it also sets the EMA

@@ -117,6 +117,14 @@ void adadelta_mpi_set_check_identical(adadelta_mpi *m, int on)
         MPI_Allreduce(MPI_IN_PLACE, &m->check, 1, MPI_INT, MPI_LOR, m->comm);
 }
 
+int adadelta_mpi_set_checkpoint_buffer(adadelta_mpi *m, size_t bytes)
+{
+    adadelta_mpi__clear_error();
+    if (!m)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_set_checkpoint_buffer: NULL");
+    return adadelta_set_checkpoint_buffer(m->core, bytes);
+}
+
 void adadelta_mpi_set_initial_check(adadelta_mpi *m, int on)
 {
     if (!m)

@@ -172,8 +172,6 @@ struct reduce_engine {
     void (*complete_mean)(adadelta_mpi *m);
     void (*end)(adadelta_mpi *m);
     void (*gather_variables)(adadelta_mpi *m);
-    /* Every rank's range of a flat buffer to `root` (all when root < 0). */
-    void (*gather_ranges)(adadelta_mpi *m, float *flat, int root);
 };
 extern const reduce_engine adadelta_mpi__p2p_engine;
 extern const reduce_engine adadelta_mpi__shm_engine;

@@ -246,24 +246,16 @@ static void p2p_end(adadelta_mpi *m)
 
 static void p2p_complete_mean(adadelta_mpi *m) { p2p_end(m); }
 
-/* Every rank's range of flat to every rank (root < 0) or to root, in
- * chunks, on comm. */
-static void gather_flat(adadelta_mpi *m, float *flat, int root, MPI_Comm comm)
+/* Every rank's range of flat to every rank, in chunks, on comm. */
+static void gather_flat(adadelta_mpi *m, float *flat, MPI_Comm comm)
 {
     p2p *e = state(m);
     for (int64_t lo = 0; lo < m->total; lo += m->chunk) {
         int64_t hi = lo + m->chunk < m->total ? lo + m->chunk : m->total;
         cut(m, lo, hi, e->gcnt, e->gdsp);
         MPI_Request req;
-        if (root < 0)
-            MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, flat + lo, e->gcnt, e->gdsp,
-                            MPI_FLOAT, comm, &req);
-        else if (m->rank == root)
-            MPI_Igatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, flat + lo, e->gcnt, e->gdsp,
-                         MPI_FLOAT, root, comm, &req);
-        else
-            MPI_Igatherv(flat + lo + e->gdsp[m->rank], e->gcnt[m->rank], MPI_FLOAT, NULL, NULL,
-                         NULL, MPI_FLOAT, root, comm, &req);
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, flat + lo, e->gcnt, e->gdsp,
+                        MPI_FLOAT, comm, &req);
         adadelta_mpi__wait_request(m, &req, "a gather of the ranks' ranges");
     }
 }
@@ -278,18 +270,13 @@ static void p2p_gather_variables(adadelta_mpi *m)
             memcpy(buf + m->voff[v] + b0, (float *)adadelta_variable_data(m->core, v) + b0,
                    (size_t)(b1 - b0) * sizeof(float));
     }
-    gather_flat(m, buf, -1, state(m)->ag_comm);
+    gather_flat(m, buf, state(m)->ag_comm);
     for (int v = 0; v < m->nv; v++) {
         int64_t n = m->voff[v + 1] - m->voff[v];
         if (n)
             memcpy(adadelta_variable_data(m->core, v), buf + m->voff[v],
                    (size_t)n * sizeof(float));
     }
-}
-
-static void p2p_gather_ranges(adadelta_mpi *m, float *flat, int root)
-{
-    gather_flat(m, flat, root, m->comm);
 }
 
 const reduce_engine adadelta_mpi__p2p_engine = {
@@ -306,5 +293,4 @@ const reduce_engine adadelta_mpi__p2p_engine = {
     .complete_mean = p2p_complete_mean,
     .end = p2p_end,
     .gather_variables = p2p_gather_variables,
-    .gather_ranges = p2p_gather_ranges,
 };

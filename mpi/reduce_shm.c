@@ -267,29 +267,6 @@ static void shm_end(adadelta_mpi *m)
     bump(e->ended);
 }
 
-/* Every rank's range of flat through the shared area: written by its
- * owner, then read by root (or every rank). */
-static void share_ranges(adadelta_mpi *m, const float *mine, float *out, int root)
-{
-    shm *e = state(m);
-    wait_for(m, e->read, (uint64_t)m->size * (uint64_t)e->gathers,
-             "the previous gather of the ranks' ranges");
-    int64_t lo = m->eoff[m->rank], hi = m->eoff[m->rank + 1];
-    if (hi > lo)
-        memcpy(e->vars + lo, mine + lo, (size_t)(hi - lo) * sizeof(float));
-    bump(e->written);
-    pass(m);
-    wait_for(m, e->written, (uint64_t)m->size * (uint64_t)(e->gathers + 1),
-             "the gather of the ranks' ranges (shared memory)");
-    if (root < 0 || root == m->rank)
-        for (int r = 0; r < m->size; r++)
-            if (r != m->rank && m->eoff[r + 1] > m->eoff[r])
-                memcpy(out + m->eoff[r], e->vars + m->eoff[r],
-                       (size_t)(m->eoff[r + 1] - m->eoff[r]) * sizeof(float));
-    bump(e->read);
-    e->gathers++;
-}
-
 /* Sharded: the variables' ranges through the shared area, straight from
  * and into the variables (no flat copy of them). */
 static void shm_gather_variables(adadelta_mpi *m)
@@ -321,11 +298,6 @@ static void shm_gather_variables(adadelta_mpi *m)
     e->gathers++;
 }
 
-static void shm_gather_ranges(adadelta_mpi *m, float *flat, int root)
-{
-    share_ranges(m, flat, flat, root);
-}
-
 const reduce_engine adadelta_mpi__shm_engine = {
     .name = "shm",
     .setup = shm_setup,
@@ -340,5 +312,4 @@ const reduce_engine adadelta_mpi__shm_engine = {
     .complete_mean = shm_complete_mean,
     .end = shm_end,
     .gather_variables = shm_gather_variables,
-    .gather_ranges = shm_gather_ranges,
 };

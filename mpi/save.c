@@ -12,9 +12,11 @@
  * copy of the state.
  *
  * When a rank cannot open the file rank 0 created (a folder that is not
- * shared between the nodes), rank 0 writes the whole file, receiving the
- * parts it lacks a buffer at a time; adadelta_mpi_save_each has every rank
- * write a whole file of its own the same way. */
+ * shared between the nodes), or ADADELTA_MPI_CHECKPOINT=root asks for it
+ * (file systems slow with concurrent writers), rank 0 writes the whole
+ * file, receiving the parts it lacks a buffer at a time;
+ * adadelta_mpi_save_each has every rank write a whole file of its own the
+ * same way. */
 #include "mpi_internal.h"
 
 #include <errno.h>
@@ -108,12 +110,16 @@ static void cut_to_own_parts(const adadelta_mpi *m, adadelta_state_list *l)
 /* ------------------------------------------------------------ shared file */
 
 /* Rank 0 creates the temporary file and tells the others its name; each
- * opens it. 1 in *shared when every rank could. */
+ * opens it. 1 in *shared when every rank could (and none asked for rank 0
+ * alone). */
 static int open_shared(save *s, int *shared)
 {
     adadelta_mpi *m = s->m;
     int rc = 0, len = 0;
     s->fd = -1;
+    const char *env = getenv("ADADELTA_MPI_CHECKPOINT");
+    int root_alone = env && !strcmp(env, "root"), any_root_alone;
+    MPI_Allreduce(&root_alone, &any_root_alone, 1, MPI_INT, MPI_MAX, m->comm);
     if (m->rank == 0) {
         rc = adadelta_st_create_temp(s->path, &s->fd, &s->tmp);
         if (rc)
@@ -137,7 +143,7 @@ static int open_shared(save *s, int *shared)
     }
     MPI_Bcast(name, len, MPI_CHAR, 0, m->comm);
     if (m->rank != 0) {
-        s->fd = open(name, O_WRONLY | O_CLOEXEC);
+        s->fd = any_root_alone ? -1 : open(name, O_WRONLY | O_CLOEXEC);
         free(name);
     }
     int opened = s->fd >= 0;
@@ -286,7 +292,10 @@ static int save_whole(save *s, int each_writes)
 {
     adadelta_mpi *m = s->m;
     int writer = each_writes || m->rank == 0, rc = 0;
-    size_t cap = adadelta_checkpoint_buffer(m->core);
+    /* the ranks cut the parts alike: the smallest buffer of any */
+    unsigned long long cap_all = adadelta_checkpoint_buffer(m->core);
+    MPI_Allreduce(MPI_IN_PLACE, &cap_all, 1, MPI_UNSIGNED_LONG_LONG, MPI_MIN, m->comm);
+    size_t cap = (size_t)cap_all;
     unsigned char *buf = malloc(cap);
     if (!buf)
         rc = adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi_save: out of memory for a "
@@ -309,14 +318,18 @@ static int save_whole(save *s, int each_writes)
         }
     }
     free(buf);
-    if (writer && !rc) {
-        rc = CORE->state_write_prefix(&s->lay, s->fd, s->path, s->pieces, s->n_pieces);
-        if (!rc && (rc = adadelta_st_commit(s->fd, s->tmp, s->path)))
+    /* every writer's file complete and flushed before any is renamed */
+    if (writer && !rc &&
+        !(rc = CORE->state_write_prefix(&s->lay, s->fd, s->path, s->pieces, s->n_pieces)) &&
+        fsync(s->fd) != 0)
+        rc = adadelta_mpi__fail(ADADELTA_EIO, "%s: fsync failed: %s", s->path, strerror(errno));
+    if ((rc = adadelta_mpi__agree(m, rc)))
+        return rc;
+    if (writer) {
+        if ((rc = adadelta_st_commit(s->fd, s->tmp, s->path)))
             adadelta_mpi__fail(rc, "%s", adadelta_st_error());
-        if (!rc) {
-            s->fd = -1;
-            s->tmp = NULL;
-        }
+        s->fd = -1;
+        s->tmp = NULL;
     }
     return adadelta_mpi__agree(m, rc);
 }
