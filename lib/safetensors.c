@@ -664,8 +664,28 @@ static void sync_parent_dir(const char *path)
     }
 }
 
+/* The file a save replaces is read by no one but a later load of the new
+ * one: its cached pages are dropped (clean after its fsync) so that the
+ * new file's pages reuse them instead of growing the page cache by a
+ * second copy, which on a VM means memory the host must first provide. */
+static void drop_cached(const char *path)
+{
+#ifdef POSIX_FADV_DONTNEED
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0)
+        return;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+#else
+    (void)path;
+#endif
+}
+
 int adadelta_st_create_temp(const char *path, int *fd, char **tmp_out)
 {
+    drop_cached(path);
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 48);
     if (!tmp)

@@ -53,6 +53,8 @@ int adadelta__state_plan(const adadelta *opt, const adadelta_state_list *l,
     return rc;
 }
 
+#define WRITE_CHUNK ((size_t)1 << 20)
+
 int adadelta__state_write_parts(const adadelta_state_list *l, const adadelta_st_layout *lay,
                                 int fd, const char *path, adadelta_st_piece *p, int *n)
 {
@@ -63,10 +65,17 @@ int adadelta__state_write_parts(const adadelta_state_list *l, const adadelta_st_
         size_t at = lay->offsets[i] + (size_t)t->begin * esize;
         if (!len)
             continue;
-        int rc = st_status(adadelta_st_pwrite_all(fd, t->data, len, at, path));
-        if (rc)
-            return rc;
-        uint32_t crc = adadelta__crc32c(0, t->data, len);
+        /* a chunk's CRC, then its write: the data comes from memory once,
+         * the write copies it from the cache */
+        uint32_t crc = 0;
+        for (size_t done = 0; done < len; done += WRITE_CHUNK) {
+            size_t k = len - done < WRITE_CHUNK ? len - done : WRITE_CHUNK;
+            const unsigned char *src = (const unsigned char *)t->data + done;
+            crc = adadelta__crc32c(crc, src, k);
+            int rc = st_status(adadelta_st_pwrite_all(fd, src, k, at + done, path));
+            if (rc)
+                return rc;
+        }
         adadelta_st_piece *last = *n ? &p[*n - 1] : NULL;
         if (last && last->offset + last->length == at) {
             last->crc = adadelta__crc32c_combine(last->crc, crc, len);

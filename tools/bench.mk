@@ -13,7 +13,8 @@ adadelta_bench_LDADD = $(top_builddir)/lib/libadadelta.la $(LIBM)
 
 if HAVE_MPI
 bin_PROGRAMS += adadelta-mpi-bench
-adadelta_mpi_bench_SOURCES = mpi_bench.c bench_common.h
+adadelta_mpi_bench_SOURCES = mpi_bench.c bench_common.h mpi_bench_checkpoint.c \
+	mpi_bench_checkpoint.h
 adadelta_mpi_bench_CFLAGS = -I$(top_srcdir)/lib -I$(top_srcdir)/mpi \
 	$(MPI_CFLAGS) $(OPENMP_CFLAGS) -O3 -fno-math-errno
 adadelta_mpi_bench_LDADD = $(top_builddir)/mpi/libadadelta_mpi.la \

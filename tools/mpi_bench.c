@@ -35,7 +35,10 @@
  * apply and once through begin_step / grad_ready per layer / end_step:
  *   blocking_comm_seconds   blocking step time minus the compute
  *   exposed_comm_seconds    overlapped step time minus the compute.
- * Gradients differ between ranks; variables start the same on every rank. */
+ * Gradients differ between ranks; variables start the same on every rank.
+ *
+ * With --checkpoint [--elements N] [--mode ...] [--rounds K] [--dir D]
+ * [--buffer-bytes B]: save and load instead (mpi_bench_checkpoint.c). */
 #define _POSIX_C_SOURCE 200809L
 
 #include <adadelta_mpi.h>
@@ -49,6 +52,7 @@
 #include <string.h>
 
 #include "bench_common.h"
+#include "mpi_bench_checkpoint.h"
 
 typedef struct {
     int min_log2, max_log2;
@@ -62,6 +66,9 @@ typedef struct {
     int bits;
     int layers, overlap;
     int64_t bucket_bytes; /* 0: the layer's default */
+    int checkpoint;       /* --checkpoint */
+    const char *dir;
+    int64_t buffer_bytes;
 } options;
 
 static int rank, nranks;
@@ -518,7 +525,10 @@ static void usage(void)
                "  [--tensors T] [--threads P] [--steps S] [--rounds K] [--warmup W]\n"
                "  [--mode replicated|sharded|both] [--features "
                "plain|weight_decay|global_clipnorm|ema|all]\n"
-               "  [--layers L] [--no-overlap] [--bucket-bytes B]\n");
+               "  [--layers L] [--no-overlap] [--bucket-bytes B]\n"
+               "       mpirun -np R adadelta-mpi-bench --checkpoint [--elements N] "
+               "[--mode ...] [--rounds K]\n"
+               "  [--dir D] [--buffer-bytes B]\n");
 }
 
 static void parse(int argc, char **argv, options *o)
@@ -539,6 +549,10 @@ static void parse(int argc, char **argv, options *o)
         }
         if (!strcmp(f, "--no-overlap")) {
             o->overlap = 0;
+            continue;
+        }
+        if (!strcmp(f, "--checkpoint")) {
+            o->checkpoint = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -564,6 +578,10 @@ static void parse(int argc, char **argv, options *o)
             o->layers = (int)parse_int(f, v, 1, 1 << 20);
         else if (!strcmp(f, "--bucket-bytes"))
             o->bucket_bytes = parse_int(f, v, 1, INT64_C(1) << 40);
+        else if (!strcmp(f, "--dir"))
+            o->dir = v;
+        else if (!strcmp(f, "--buffer-bytes"))
+            o->buffer_bytes = parse_int(f, v, 4096, INT64_C(1) << 30);
         else if (!strcmp(f, "--mode")) {
             o->modes = !strcmp(v, "replicated") ? 1 : !strcmp(v, "sharded") ? 2
                        : !strcmp(v, "both")     ? 3
@@ -587,8 +605,16 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     options o = {10, 25, 0, 1, 1, 0, 5, 3, 3, "plain", 0, 8, 1, 0};
+    o.dir = ".";
     parse(argc, argv, &o);
     omp_set_num_threads(o.threads);
+    if (o.checkpoint) {
+        checkpoint_options c = {o.elements ? o.elements : INT64_C(1) << 24, o.modes, o.rounds,
+                                o.dir, o.buffer_bytes};
+        run_checkpoint_bench(&c, rank, nranks);
+        MPI_Finalize();
+        return 0;
+    }
     int lo = o.elements ? 0 : o.min_log2, hi = o.elements ? 0 : o.max_log2;
     for (int k = lo; k <= hi; k++)
         run_size(&o, o.elements ? o.elements : (INT64_C(1) << k));
