@@ -86,6 +86,8 @@ class _Group:
         self.names = names
         self.data = [p.data for p in self.params]  # keeps the storage the C side writes alive
         self.pointers = [p.data_ptr() for p in self.params]
+        self.dtypes = [p.dtype for p in self.params]
+        self.numels = [p.numel() for p in self.params]
         self.lr = group["learning_rate"]
         self.frozen = {k: v for k, v in group.items()
                        if k not in ("params", "names", "learning_rate")}
@@ -98,32 +100,41 @@ class _Group:
 
     def fill(self, group):
         """Writes the gradients' pointers (NULL for None) into the engine's
-        array; returns how many there are. Raises before anything changes."""
+        array; returns how many there are. Raises before anything changes.
+        (PyTorch itself refuses a .grad of another shape, dtype or device;
+        the element count, layout and contiguity are checked here.)"""
         params = group["params"]
         if len(params) != len(self.params):
             raise errors.error_for(errors.ESTATE, "the parameter group's params changed "
                                    "after the optimizer was created")
         ptrs = self.engine._grads
-        n = 0
-        for i, p in enumerate(params):
-            if p is not self.params[i] or p.data_ptr() != self.pointers[i]:
+        n = i = 0
+        strided = torch.strided
+        for p, mine, ptr, dtype, numel in zip(params, self.params, self.pointers, self.dtypes,
+                                              self.numels):
+            if p is not mine or p.data_ptr() != ptr:
                 raise errors.error_for(errors.ESTATE, "parameter %d (%s): its tensor or storage "
                                        "changed after the optimizer was created (p.data was "
                                        "replaced?)" % (i, self.names[i]))
             g = p.grad
             if g is None:
                 ptrs[i] = None
-                continue
-            if g.layout is not torch.strided or g.dtype is not p.dtype or g.shape != p.shape:
-                raise errors.invalid("parameter %d (%s): gradient is %s %s %s, the parameter %s %s"
-                                     % (i, self.names[i], g.layout, g.dtype, tuple(g.shape),
-                                        p.dtype, tuple(p.shape)), errors.EMISMATCH)
-            if not g.is_contiguous():
-                raise errors.invalid("parameter %d (%s): its gradient is not contiguous"
-                                     % (i, self.names[i]))
-            ptrs[i] = g.data_ptr()
-            n += 1
+            elif g.layout is strided and g.dtype is dtype and g.numel() == numel and \
+                    g.is_contiguous():
+                ptrs[i] = g.data_ptr()
+                n += 1
+            else:
+                self._refuse(i, p, g)
+            i += 1
         return n
+
+    def _refuse(self, i, p, g):
+        if g.layout is not torch.strided or g.dtype is not p.dtype or g.shape != p.shape:
+            raise errors.invalid("parameter %d (%s): gradient is %s %s %s, the parameter %s %s"
+                                 % (i, self.names[i], g.layout, g.dtype, tuple(g.shape),
+                                    p.dtype, tuple(p.shape)), errors.EMISMATCH)
+        raise errors.invalid("parameter %d (%s): its gradient is not contiguous"
+                             % (i, self.names[i]))
 
     def sync(self, group):
         """Applies a changed group["learning_rate"]; refuses other changes."""
