@@ -1,0 +1,12 @@
+#!/bin/sh
+# The Python package's single-process tests (pytest). Run by `make check`
+# with the environment of python/Makefile.am; by hand from a built tree:
+#   PYTHONPATH=python /usr/bin/python3 -m pytest python/tests
+# Exit 77 (skipped) without a Python that has numpy and pytest.
+PYTHON=${PYTHON:-/usr/bin/python3}
+dir=${ADADELTA_PY_TESTS:-$(dirname "$0")}
+if [ "$PYTHON" = ":" ] || ! "$PYTHON" -c 'import numpy, pytest' >/dev/null 2>&1; then
+    echo "skipped: no Python with numpy and pytest (${PYTHON}; Debian: python3-numpy python3-pytest)"
+    exit 77
+fi
+exec "$PYTHON" -m pytest -q -rs --color=no -p no:cacheprovider "$dir" --ignore="$dir/test_mpi.py" "$@"
