@@ -414,10 +414,47 @@ static void shape_and_bytes_disagree(void **state)
                "its shape needs 0");
 }
 
+/* CRC-32C: the standard check value (RFC 3720's polynomial: "123456789"
+ * gives e3069283), the instruction path equal to the table at every
+ * alignment and length around the 3-stream blocks, a CRC continued over
+ * pieces, combined from pieces, and the pieces' combination refusing gaps. */
+static void crc32c_paths_agree(void **state)
+{
+    (void)state;
+    assert_int_equal(adadelta__crc32c(0, "123456789", 9), 0xe3069283u);
+    assert_int_equal(adadelta__crc32c_portable(0, "123456789", 9), 0xe3069283u);
+    size_t n = (3u << 14) * 5 + 77;
+    unsigned char *buf = malloc(n + 8);
+    assert_non_null(buf);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < n + 8; i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (unsigned char)(x >> 16);
+    }
+    size_t lens[] = {0, 1, 7, 49151, 49152, 49153, 98304 + 5, n};
+    for (int off = 0; off < 8; off++)
+        for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++)
+            assert_int_equal(adadelta__crc32c(0, buf + off, lens[k]),
+                             adadelta__crc32c_portable(0, buf + off, lens[k]));
+    uint32_t whole = adadelta__crc32c_portable(0, buf, n);
+    size_t cut = 50001;
+    assert_int_equal(adadelta__crc32c(adadelta__crc32c(0, buf, cut), buf + cut, n - cut), whole);
+    uint32_t a = adadelta__crc32c(0, buf, cut), b = adadelta__crc32c(0, buf + cut, n - cut);
+    assert_int_equal(adadelta__crc32c_combine(a, b, n - cut), whole);
+    adadelta_st_piece p[3] = {{cut, n - cut, b}, {0, cut, a}, {n, 0, 0}};
+    uint32_t got = 0;
+    assert_int_equal(adadelta_st_combine_pieces(p, 3, n, &got), ADADELTA_OK);
+    assert_int_equal(got, whole);
+    adadelta_st_piece gap[2] = {{0, cut, a}, {cut + 1, n - cut - 1, b}};
+    assert_int_equal(adadelta_st_combine_pieces(gap, 2, n, &got), ADADELTA_EINVAL);
+    free(buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(round_trip),
+        cmocka_unit_test(crc32c_paths_agree),
         cmocka_unit_test(read_missing_file_is_eio),
         cmocka_unit_test(write_to_missing_dir_is_eio),
         cmocka_unit_test(valid_in_memory_file_parses),
