@@ -29,18 +29,28 @@ static uint64_t state_checksum(const adadelta_mpi *m, int *rc)
     return h;
 }
 
-int adadelta_mpi__check_identical(adadelta_mpi *m, const char *when)
+/* 1 if h is the same on every rank; else 0 and the ranks whose h differs
+ * from rank 0's in `ranks`. Collective. */
+static int same_everywhere(const adadelta_mpi *m, uint64_t h, char *ranks, size_t n)
 {
-    int rc;
-    uint64_t h = state_checksum(m, &rc), lo, hi;
-    if ((rc = adadelta_mpi__agree(m, rc)))
-        return rc;
+    uint64_t lo, hi;
     MPI_Allreduce(&h, &lo, 1, MPI_UINT64_T, MPI_MIN, m->comm);
     MPI_Allreduce(&h, &hi, 1, MPI_UINT64_T, MPI_MAX, m->comm);
     if (lo == hi)
-        return 0;
+        return 1;
+    adadelta_mpi__differing_ranks(m, h, ranks, n);
+    return 0;
+}
+
+int adadelta_mpi__check_identical(adadelta_mpi *m, const char *when)
+{
+    int rc;
+    uint64_t h = state_checksum(m, &rc);
+    if ((rc = adadelta_mpi__agree(m, rc)))
+        return rc;
     char ranks[200];
-    adadelta_mpi__differing_ranks(m, h, ranks, sizeof ranks);
+    if (same_everywhere(m, h, ranks, sizeof ranks))
+        return 0;
     const char *what =
         m->mode == ADADELTA_MPI_REPLICATED ? "variables or optimizer state" : "variables";
     return adadelta_mpi__fail(ADADELTA_EMISMATCH,
@@ -63,16 +73,13 @@ int adadelta_mpi__check_initial(adadelta_mpi *m)
     if (!m->initial_check || m->initial_checked)
         return 0;
     m->initial_checked = 1;
-    uint32_t crc = 0, lo, hi;
+    uint32_t crc = 0;
     for (int v = 0; v < m->nv; v++)
         crc = adadelta__crc32c(crc, adadelta_variable_data(m->core, v),
                                (size_t)(m->voff[v + 1] - m->voff[v]) * sizeof(float));
-    MPI_Allreduce(&crc, &lo, 1, MPI_UINT32_T, MPI_MIN, m->comm);
-    MPI_Allreduce(&crc, &hi, 1, MPI_UINT32_T, MPI_MAX, m->comm);
-    if (lo == hi)
-        return 0;
     char ranks[200];
-    adadelta_mpi__differing_ranks(m, crc, ranks, sizeof ranks);
+    if (same_everywhere(m, crc, ranks, sizeof ranks))
+        return 0;
     m->initial_checked = 0; /* still unchecked: the next first step checks again */
     return adadelta_mpi__fail(ADADELTA_EMISMATCH,
                               "the ranks start from different variables: those of rank %s differ "

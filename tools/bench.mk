@@ -21,4 +21,5 @@ adadelta_mpi_bench_LDADD = $(top_builddir)/mpi/libadadelta_mpi.la \
 	$(top_builddir)/lib/libadadelta.la $(MPI_LIBS) $(LIBM)
 endif
 
-dist_noinst_SCRIPTS = torch_bench.py bench_plot.sh torch_ddp_bench.py mpi_bench_plot.sh py_bench.py
+dist_noinst_SCRIPTS = torch_bench.py bench_plot.sh torch_ddp_bench.py mpi_bench_plot.sh py_bench.py \
+	torch_checkpoint_bench.py checkpoint_bench.sh

@@ -65,10 +65,11 @@ float grad(int r, int k, int v, int64_t i)
 }
 
 
-adadelta_mpi *make(const adadelta_config *cfg, adadelta_mpi_mode mode, model *m)
+adadelta_mpi *make_on(MPI_Comm comm, const adadelta_config *cfg, adadelta_mpi_mode mode,
+                      model *m)
 {
     adadelta_mpi *o = NULL;
-    if (adadelta_mpi_create(MPI_COMM_WORLD, cfg, mode, &o))
+    if (adadelta_mpi_create(comm, cfg, mode, &o))
         return NULL;
     for (int v = 0; v < NV; v++)
         if (adadelta_mpi_add_variable(o, names[v], ADADELTA_F32, m->data[v], nd[v],
@@ -76,7 +77,14 @@ adadelta_mpi *make(const adadelta_config *cfg, adadelta_mpi_mode mode, model *m)
             adadelta_mpi_destroy(o);
             return NULL;
         }
-    adadelta_mpi_set_check_identical(o, 1);
+    return o;
+}
+
+adadelta_mpi *make(const adadelta_config *cfg, adadelta_mpi_mode mode, model *m)
+{
+    adadelta_mpi *o = make_on(MPI_COMM_WORLD, cfg, mode, m);
+    if (o)
+        adadelta_mpi_set_check_identical(o, 1);
     return o;
 }
 

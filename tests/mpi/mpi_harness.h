@@ -51,7 +51,10 @@ void grads_init(grads *g, const model *m);
 void grads_fill(grads *g, const model *m, int k, int flags);
 void grads_free(grads *g);
 
-/* An optimizer over model m (checksum check on), NULL on failure. */
+/* An optimizer over model m on comm, NULL on failure; make: on
+ * MPI_COMM_WORLD with the checksum check on. */
+adadelta_mpi *make_on(MPI_Comm comm, const adadelta_config *cfg, adadelta_mpi_mode mode,
+                      model *m);
 adadelta_mpi *make(const adadelta_config *cfg, adadelta_mpi_mode mode, model *m);
 /* Calls [from, to) through adadelta_mpi_apply; the first failing status. */
 int run(adadelta_mpi *o, model *m, int from, int to, int flags);

@@ -77,21 +77,6 @@ static int run_same(adadelta_mpi *o, model *m, int from, int to)
     return rc;
 }
 
-static adadelta_mpi *make_on(MPI_Comm comm, const adadelta_config *cfg, adadelta_mpi_mode mode,
-                             model *m)
-{
-    adadelta_mpi *o = NULL;
-    if (adadelta_mpi_create(comm, cfg, mode, &o))
-        return NULL;
-    for (int v = 0; v < NV; v++)
-        if (adadelta_mpi_add_variable(o, names[v], ADADELTA_F32, m->data[v], nd[v],
-                                      shapes[v]) != v) {
-            adadelta_mpi_destroy(o);
-            return NULL;
-        }
-    return o;
-}
-
 /* The single-process reference: calls [0, calls) then a save (rank 0). */
 static int serial_reference(int calls, const char *path)
 {
