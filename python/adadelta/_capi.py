@@ -150,6 +150,8 @@ _MPI = [
     ("adadelta_mpi_get_mode", c_int, [c_void_p]),
     ("adadelta_mpi_state_bytes", ctypes.c_size_t, [c_void_p]),
     ("adadelta_mpi_set_threads", c_int, [c_void_p, c_int]),
+    ("adadelta_mpi_broadcast_variables", c_int, [c_void_p, c_int]),
+    ("adadelta_mpi_set_initial_check", None, [c_void_p, c_int]),
 ]
 
 LIB_PATH = _find("adadelta", "ADADELTA_LIBDIR")

@@ -208,6 +208,19 @@ class _MPIMixin:
         """Optimizer-state bytes held by this rank (about 1/R when sharded)."""
         return int(self._mlib.adadelta_mpi_state_bytes(self._h()))
 
+    def broadcast_variables(self, root=0):
+        """Root's variable values to every rank, in place (Horovod's
+        broadcast_parameters; collective, after build). Before the first
+        step the EMA starts from them too."""
+        _capi.check(self._mlib.adadelta_mpi_broadcast_variables(self._h(), int(root)))
+
+    def set_initial_check(self, on):
+        """The first step checks that every rank starts from the same
+        variables (on by default): different values raise
+        InvalidArgumentError on every rank instead of diverging. Local
+        before the first step, collective after setup."""
+        self._mlib.adadelta_mpi_set_initial_check(self._h(), 1 if on else 0)
+
     # ---------------------------------------------------- overlapped step
 
     def begin_step(self):
@@ -339,6 +352,13 @@ def _torch_class():
                         acc = p.expand_as(p).grad_fn.next_functions[0][0]
                         self._hook_handles.append(acc.register_hook(self._make_hook(gi, i)))
                         self._grad_accumulators.append(acc)  # the node must stay alive
+
+        def broadcast_parameters(self, root=0):
+            """Root's parameter values to every rank, in place (Horovod's
+            broadcast_parameters; collective). The first step refuses ranks
+            that start from different values."""
+            for g in self._groups:
+                g.engine.broadcast_variables(root)
 
         def _make_hook(self, gi, i):
             ref = weakref.ref(self)

@@ -284,3 +284,42 @@ def test_torch_state_dict_resume_bit_exact(mode):
     assert identical_on_ranks(params_bits(b))
     oa.close()
     ob.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_numpy_broadcast_and_first_step_check(mode):
+    """Rank-dependent initial values: the first step refuses them on every
+    rank (when R > 1) and changes nothing; after broadcast_variables(0)
+    every rank holds rank 0's values and steps."""
+    vs = initial()
+    for a in vs:
+        a += np.float32(COMM.Get_rank())
+    want = initial()  # rank 0's (plus 0)
+    opt = adadelta.mpi.Adadelta(comm=COMM, mode=mode, **KW)
+    opt.build(vs, NAMES)
+    before = [a.copy() for a in vs]
+    if COMM.Get_size() > 1:
+        with pytest.raises(adadelta.InvalidArgumentError, match="different variables"):
+            opt.apply(local_grads(0, R))
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(vs, before))
+        assert opt.iterations == 0
+    opt.broadcast_variables(0)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(vs, want))
+    opt.apply(local_grads(0, R))
+    assert identical_on_ranks(vs)
+    opt.close()
+
+
+def test_torch_broadcast_parameters():
+    torch = pytest.importorskip("torch", reason="torch is not installed (python3-torch)")
+    torch.manual_seed(COMM.Get_rank())  # a different model on each rank
+    model = torch.nn.Linear(5, 3)
+    opt = adadelta.mpi.TorchAdadelta(model.parameters(), comm=COMM, learning_rate=1.0)
+    opt.broadcast_parameters(0)
+    torch.manual_seed(0)
+    want = torch.nn.Linear(5, 3)
+    assert torch.equal(model.weight, want.weight) and torch.equal(model.bias, want.bias)
+    model(torch.ones(2, 5)).sum().backward()
+    opt.step()
+    assert identical_on_ranks([p.detach().numpy() for p in model.parameters()])
+    opt.close()
