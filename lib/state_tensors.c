@@ -336,15 +336,23 @@ int adadelta__state_import(adadelta *opt, const adadelta_st_file *f, const char 
                            const adadelta_state_list *l)
 {
     int rc = ADADELTA_OK;
+    /* the tensors, then the counters: a read error midway leaves the
+     * counters as they were */
+    for (int i = 0; !rc && i < l->n; i++) {
+        const adadelta_state_tensor *want = &l->t[i];
+        size_t esize = adadelta_st_dtype_size(want->dtype);
+        if (want->role != ADADELTA_TENSOR_COUNTER)
+            rc = read_failed(adadelta_st_read_data(f, adadelta_st_find(f, want->name),
+                                                   (size_t)want->begin * esize,
+                                                   (size_t)(want->end - want->begin) * esize,
+                                                   want->data));
+    }
     for (int i = 0; !rc && i < l->n; i++) {
         const adadelta_state_tensor *want = &l->t[i];
         const adadelta_st_tensor *t = adadelta_st_find(f, want->name);
-        size_t esize = adadelta_st_dtype_size(want->dtype);
         if (want->role != ADADELTA_TENSOR_COUNTER)
-            rc = read_failed(adadelta_st_read_data(f, t, (size_t)want->begin * esize,
-                                                   (size_t)(want->end - want->begin) * esize,
-                                                   want->data));
-        else if (!strcmp(want->name, "optimizer/iterations"))
+            continue;
+        if (!strcmp(want->name, "optimizer/iterations"))
             rc = read_i64(f, t, &opt->iterations);
         else if (!strcmp(want->name, "optimizer/step_counter"))
             rc = read_i64(f, t, &opt->step_counter);

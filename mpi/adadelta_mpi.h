@@ -158,8 +158,8 @@ ADADELTA_MPI_EXTERN unsigned long adadelta_mpi_agreements(const adadelta_mpi *op
  * ADADELTA_EMISMATCH on every rank if any rank differs. When enabled, it
  * runs after every apply (also with ADADELTA_MPI_CHECK=1 in the environment). */
 ADADELTA_MPI_EXTERN int adadelta_mpi_check_identical(adadelta_mpi *opt);
-/* Before the first apply it is local (the ranks' wishes are OR'ed at the
- * first apply); afterwards it is collective. */
+/* Local: a wish; the check runs on every rank when any rank wishes it
+ * (the wishes travel with each step's agreement). */
 ADADELTA_MPI_EXTERN void adadelta_mpi_set_check_identical(adadelta_mpi *opt, int on);
 
 /* Saves one file, the bytes adadelta_save writes for the same state
@@ -183,7 +183,13 @@ ADADELTA_MPI_EXTERN void adadelta_mpi_set_check_identical(adadelta_mpi *opt, int
  * accumulation cycle is therefore exact mathematically but not bit-exact;
  * at a cycle boundary (accumulators zero) it is bit-exact.
  * save_each: every rank writes the same bytes to its own path (a copy per
- * node), the parts it lacks coming from their owners a buffer at a time. */
+ * node), the parts it lacks coming from their owners a buffer at a time;
+ * the renames wait until every copy is written and flushed, but a rename
+ * failing on one rank after others succeeded leaves copies of two states
+ * (a later load finds that and refuses, ADADELTA_EMISMATCH). A load on
+ * ranks that read different files (another or an older copy) refuses the
+ * same way. Save, load and broadcast refuse (ADADELTA_ESTATE) while an
+ * overlapped step is open. */
 ADADELTA_MPI_EXTERN int adadelta_mpi_save(adadelta_mpi *opt, const char *path);
 ADADELTA_MPI_EXTERN int adadelta_mpi_save_each(adadelta_mpi *opt, const char *path);
 ADADELTA_MPI_EXTERN int adadelta_mpi_load(adadelta_mpi *opt, const char *path);
@@ -193,16 +199,18 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_load(adadelta_mpi *opt, const char *path);
 ADADELTA_MPI_EXTERN int adadelta_mpi_set_checkpoint_buffer(adadelta_mpi *opt, size_t bytes);
 
 /* Root's variables to every rank (Horovod's broadcast_parameters): call it
- * after creating the variables (or loading on one rank) so that every rank
- * starts from the same values. Before the first apply it also sets the EMA
- * (use_ema) from the broadcast values, as building would have. Collective. */
+ * after creating the variables so that every rank starts from the same
+ * values. Before the first apply it also sets the EMA (use_ema) from the
+ * broadcast values, as building would have. The optimizer states must be
+ * at the same iteration (a state resumed on one rank only is refused,
+ * ADADELTA_EMISMATCH: load the file on every rank). Collective. */
 ADADELTA_MPI_EXTERN int adadelta_mpi_broadcast_variables(adadelta_mpi *opt, int root);
 /* The first apply checks that every rank starts from the same variables
  * (a CRC-32C of them, exchanged with the step's agreement): different
  * initial values fail that apply with ADADELTA_EMISMATCH on every rank,
  * naming the ranks, instead of diverging silently. On by default; off
- * with on = 0 or ADADELTA_MPI_INITIAL_CHECK=0 in the environment. Local,
- * before the first apply (the ranks' wishes are OR'ed). */
+ * with on = 0 or ADADELTA_MPI_INITIAL_CHECK=0 in the environment. Local:
+ * a wish, as with set_check_identical (off only when every rank says so). */
 ADADELTA_MPI_EXTERN void adadelta_mpi_set_initial_check(adadelta_mpi *opt, int on);
 
 /* Message of the last failed adadelta_mpi_* call in this thread (the same

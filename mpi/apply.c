@@ -108,6 +108,11 @@ static void exchange_flags(adadelta_mpi *m, adadelta_dist_step *st, const float 
     f->presence_min = f->presence_max = presence_hash(m, grads);
     f->grads_null = grads == NULL;
     f->nonfinite = st->nonfinite;
+    /* until the ranks have compared their variables once (before any
+     * update: nothing has changed them) */
+    f->vars_min = f->vars_max = m->initial_checked ? 0 : adadelta_mpi__variables_crc(m);
+    f->initial_wish = !m->initial_checked && m->initial_check;
+    f->check_wish = m->check;
     f->error_rank = INT32_MAX;
     if (overlapped && m->ostep.error_status) {
         f->error_rank = m->rank;
@@ -140,6 +145,12 @@ static int decide(adadelta_mpi *m, adadelta_dist_step *st, const float *const *g
                                   grads ? "another" : "this");
     if (all->presence_min != all->presence_max)
         return presence_mismatch(m, grads);
+    m->check_all = all->check_wish;
+    if (!m->initial_checked) {
+        if (all->initial_wish && all->vars_min != all->vars_max)
+            return adadelta_mpi__initial_mismatch(m, m->flags->vars_min);
+        m->initial_checked = 1;
+    }
     if (local_rc) /* presence agreed: the same status (ENOGRAD) everywhere */
         return local_rc;
     int any_nonfinite = st->finite_matters && all->nonfinite;
@@ -215,13 +226,12 @@ int adadelta_mpi_apply(adadelta_mpi *m, const void *const *vgrads)
     int rc = adadelta_mpi__ensure_ready(m);
     if (rc)
         return rc;
-    if (first && m->check && (rc = adadelta_mpi__check_identical(m, "before the first apply")))
-        return rc;
-    if ((rc = adadelta_mpi__check_initial(m)))
+    if (first && adadelta_mpi__any_rank(m, m->check) &&
+        (rc = adadelta_mpi__check_identical(m, "before the first apply")))
         return rc;
     if ((rc = adadelta_mpi__step(m, grads, 0)))
         return rc;
-    if (m->check && (rc = adadelta_mpi__check_identical(m, "after apply")))
+    if (m->check_all && (rc = adadelta_mpi__check_identical(m, "after apply")))
         return rc;
     return 0;
 }
@@ -250,7 +260,7 @@ int adadelta_mpi_finalize_variable_values(adadelta_mpi *m)
         CORE->state_free(&l);
         m->engine->gather_variables(m);
     }
-    if (!rc && m->check)
+    if (!rc && adadelta_mpi__any_rank(m, m->check))
         rc = adadelta_mpi__check_identical(m, "after finalize_variable_values");
     return rc;
 }

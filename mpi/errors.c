@@ -77,7 +77,10 @@ int adadelta_mpi__agree_comm(MPI_Comm comm, int rc)
     if (rc)
         snprintf(mine.msg, sizeof mine.msg, "%s", adadelta_mpi_last_error());
     reason *all = malloc((size_t)size * sizeof *all);
-    if (!all) { /* the lowest failing rank's status alone, through a minimum */
+    int have = all != NULL, everyone; /* the same branch on every rank */
+    MPI_Allreduce(&have, &everyone, 1, MPI_INT, MPI_LAND, comm);
+    if (!everyone) { /* the lowest failing rank's status alone, through a minimum */
+        free(all);
         int key = rc ? rank : size, first, status = rc;
         MPI_Allreduce(&key, &first, 1, MPI_INT, MPI_MIN, comm);
         MPI_Bcast(&status, 1, MPI_INT, first, comm);

@@ -68,19 +68,36 @@ int adadelta_mpi_check_identical(adadelta_mpi *m)
     return rc ? rc : adadelta_mpi__check_identical(m, "at check_identical");
 }
 
-int adadelta_mpi__check_initial(adadelta_mpi *m)
+int adadelta_mpi__refuse_in_step(const adadelta_mpi *m, const char *what)
 {
-    if (!m->initial_check || m->initial_checked)
+    if (!m->ostep.open)
         return 0;
-    m->initial_checked = 1;
+    return adadelta_mpi__fail(ADADELTA_ESTATE,
+                              "%s: an overlapped step is open (adadelta_mpi_begin_step without "
+                              "end_step)",
+                              what);
+}
+
+int adadelta_mpi__any_rank(const adadelta_mpi *m, int wish)
+{
+    int w = wish != 0, any;
+    MPI_Allreduce(&w, &any, 1, MPI_INT, MPI_LOR, m->comm);
+    return any;
+}
+
+uint32_t adadelta_mpi__variables_crc(const adadelta_mpi *m)
+{
     uint32_t crc = 0;
     for (int v = 0; v < m->nv; v++)
         crc = adadelta__crc32c(crc, adadelta_variable_data(m->core, v),
                                (size_t)(m->voff[v + 1] - m->voff[v]) * sizeof(float));
+    return crc;
+}
+
+int adadelta_mpi__initial_mismatch(adadelta_mpi *m, uint32_t mine)
+{
     char ranks[200];
-    if (same_everywhere(m, crc, ranks, sizeof ranks))
-        return 0;
-    m->initial_checked = 0; /* still unchecked: the next first step checks again */
+    adadelta_mpi__differing_ranks(m, mine, ranks, sizeof ranks);
     return adadelta_mpi__fail(ADADELTA_EMISMATCH,
                               "the ranks start from different variables: those of rank %s differ "
                               "from rank 0's (CRC-32C), so training would diverge; broadcast "
@@ -95,16 +112,14 @@ int adadelta_mpi_broadcast_variables(adadelta_mpi *m, int root)
     adadelta_mpi__clear_error();
     if (!m)
         return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_broadcast_variables: NULL");
-    /* the root must be valid on every rank before anyone broadcasts */
-    int bad = root < 0 || root >= m->size, any;
-    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, m->comm);
-    if (any)
-        return adadelta_mpi__agree(
-            m, bad ? adadelta_mpi__fail(ADADELTA_EINVAL,
-                                        "adadelta_mpi_broadcast_variables: root %d is not a "
-                                        "rank of the %d",
-                                        root, m->size)
-                   : 0);
+    /* the root valid on every rank before anyone broadcasts */
+    int rc = adadelta_mpi__refuse_in_step(m, "adadelta_mpi_broadcast_variables");
+    if (!rc && (root < 0 || root >= m->size))
+        rc = adadelta_mpi__fail(ADADELTA_EINVAL,
+                                "adadelta_mpi_broadcast_variables: root %d is not a rank of the %d",
+                                root, m->size);
+    if ((rc = adadelta_mpi__agree(m, rc)))
+        return rc;
     int roots[2] = {root, -root}, got[2];
     MPI_Allreduce(roots, got, 2, MPI_INT, MPI_MIN, m->comm);
     if (got[0] != -got[1])
@@ -113,9 +128,18 @@ int adadelta_mpi_broadcast_variables(adadelta_mpi *m, int root)
                                   "roots (%d to %d)",
                                   got[0], -got[1]);
     /* the agreement first: the same variables, shapes and dtypes */
-    int rc = adadelta_mpi__ensure_ready(m);
-    if (rc)
+    if ((rc = adadelta_mpi__ensure_ready(m)))
         return rc;
+    /* the variables alone can be made equal: states that went apart (one
+     * rank resumed, the others fresh) need a load on every rank */
+    int64_t it[2] = {adadelta_iterations(m->core), -adadelta_iterations(m->core)}, span[2];
+    MPI_Allreduce(it, span, 2, MPI_INT64_T, MPI_MIN, m->comm);
+    if (span[0] != -span[1])
+        return adadelta_mpi__fail(ADADELTA_EMISMATCH,
+                                  "adadelta_mpi_broadcast_variables: the ranks are at different "
+                                  "iterations (%lld to %lld), so their optimizer states differ; "
+                                  "load one state file on every rank (adadelta_mpi_load) instead",
+                                  (long long)span[0], (long long)-span[1]);
     for (int v = 0; v < m->nv; v++) {
         float *data = adadelta_variable_data(m->core, v);
         for (int64_t at = m->voff[v]; at < m->voff[v + 1]; at += m->chunk) {

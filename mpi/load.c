@@ -78,12 +78,38 @@ static int check_checksum(const adadelta_mpi *m, const adadelta_st_file *f, cons
         uint32_t crc = 0;
         if (!have)
             rc = adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi_load: out of memory");
-        else if (adadelta_st_combine_pieces(all, G, span, &crc) == 0)
+        else if (adadelta_st_combine_pieces(all, G, span, &crc) != 0)
+            rc = adadelta_mpi__fail(ADADELTA_ESTATE, "adadelta_mpi_load: %s (internal error)",
+                                    adadelta_st_error());
+        else
             rc = CORE->state_checksum_verdict(f, path, crc);
     }
     free(all);
     MPI_Comm_free(&group);
     return rc;
+}
+
+/* Each node checks its own copy: the ranks must still hold the same file
+ * (a stale copy on one node is a valid file too). Its checksum and size
+ * compared across all ranks. */
+static int same_file_everywhere(const adadelta_mpi *m, const adadelta_st_file *f,
+                                const char *path)
+{
+    const char *digits = adadelta_st_meta(f, "checksum");
+    uint64_t h = adadelta_mpi__hash(ADADELTA_MPI_HASH_START, digits, strlen(digits));
+    h = adadelta_mpi__hash(h, &f->size, sizeof f->size);
+    uint64_t lo, hi;
+    MPI_Allreduce(&h, &lo, 1, MPI_UINT64_T, MPI_MIN, m->comm);
+    MPI_Allreduce(&h, &hi, 1, MPI_UINT64_T, MPI_MAX, m->comm);
+    if (lo == hi)
+        return 0;
+    char ranks[200];
+    adadelta_mpi__differing_ranks(m, h, ranks, sizeof ranks);
+    return adadelta_mpi__fail(ADADELTA_EMISMATCH,
+                              "adadelta_mpi_load %s: the ranks read different files (rank %s's "
+                              "checksum or size differs from rank 0's: another or an older "
+                              "copy)",
+                              path, ranks);
 }
 
 static int open_checked(const char *path, adadelta_st_file **f)
@@ -102,23 +128,26 @@ int adadelta_mpi_load(adadelta_mpi *m, const char *path)
     adadelta_mpi__clear_error();
     if (!m)
         return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_load: NULL");
-    int rc = adadelta_mpi__ensure_ready(m);
-    if (rc)
+    int rc = adadelta_mpi__agree(m, adadelta_mpi__refuse_in_step(m, "adadelta_mpi_load"));
+    if (rc || (rc = adadelta_mpi__ensure_ready(m)))
         return rc;
     adadelta_st_file *f;
     adadelta_state_list l;
     memset(&l, 0, sizeof l);
-    rc = adadelta_mpi__agree(m, open_checked(path, &f));
-    if (!rc)
-        rc = adadelta_mpi__agree(m, check_checksum(m, f, path));
-    if (!rc && !(rc = CORE->state_check(m->core, f, path)))
-        rc = CORE->state_list(m->core, 1, &l);
-    if (!(rc = adadelta_mpi__agree(m, rc)))
-        rc = adadelta_mpi__agree(m, CORE->state_import(m->core, f, path, &l));
+    /* each step agreed before the next; nothing changes before the import */
+    if (!(rc = adadelta_mpi__agree(m, open_checked(path, &f))) &&
+        !(rc = adadelta_mpi__agree(m, check_checksum(m, f, path))) &&
+        !(rc = same_file_everywhere(m, f, path))) {
+        rc = CORE->state_check(m->core, f, path);
+        if (!rc)
+            rc = CORE->state_list(m->core, 1, &l);
+        if (!(rc = adadelta_mpi__agree(m, rc)))
+            rc = adadelta_mpi__agree(m, CORE->state_import(m->core, f, path, &l));
+    }
     adadelta_st_free(f);
     if (l.t)
         CORE->state_free(&l);
-    if (!rc && m->check)
+    if (!rc && adadelta_mpi__any_rank(m, m->check))
         rc = adadelta_mpi__check_identical(m, "after load");
     return rc;
 }

@@ -42,6 +42,9 @@ typedef struct step_flags {
     int32_t error_rank;  /* the lowest rank that misused the overlap API, */
     int32_t error_status; /* its status and message (INT32_MAX: none) */
     char error[224];
+    uint32_t vars_min, vars_max; /* first step: CRC-32C of the variables */
+    int32_t initial_wish; /* a rank wants that compared */
+    int32_t check_wish;   /* a rank wants the debug check after the step */
     int32_t n_partials;  /* doubles that follow (the norm partials) */
     int32_t pad;
     double partials[];
@@ -63,9 +66,10 @@ struct adadelta_mpi {
     int rank, size;
     adadelta *core;
     adadelta_mpi_mode mode;
-    int check;        /* compare checksums after every apply */
-    int initial_check;   /* compare the variables at the first step */
-    int initial_checked; /* done */
+    int check;        /* this rank's wish: compare checksums after every step */
+    int check_all;    /* some rank's wish, as the last step's flags said */
+    int initial_check;   /* this rank's wish: compare the variables at the */
+    int initial_checked; /* first step; done (the same on every rank) */
     int ready;        /* agreement done, plan made, buffers allocated */
 
     /* The plan (plan.c): the variables' flat layout and the ranks' ranges
@@ -113,9 +117,16 @@ void adadelta_mpi__differing_ranks(const adadelta_mpi *m, uint64_t mine, char *b
 int adadelta_mpi__check_agreement(adadelta_mpi *m);
 
 /* ------------------------------------------------------------ identity.c */
-/* Once, at the first step: every rank's variables the same (a CRC-32C),
- * else ADADELTA_EMISMATCH everywhere. Collective. */
-int adadelta_mpi__check_initial(adadelta_mpi *m);
+/* The CRC-32C of this rank's variables (compared at the first step through
+ * the step flags), and the failure when they differ (collective: every
+ * rank calls it). */
+uint32_t adadelta_mpi__variables_crc(const adadelta_mpi *m);
+int adadelta_mpi__initial_mismatch(adadelta_mpi *m, uint32_t mine);
+/* ADADELTA_ESTATE (local) when an overlapped step is open: calls that use
+ * the reduction buffers or change the state wait for end_step. */
+int adadelta_mpi__refuse_in_step(const adadelta_mpi *m, const char *what);
+/* 1 on every rank if some rank's wish is set (a small collective). */
+int adadelta_mpi__any_rank(const adadelta_mpi *m, int wish);
 
 /* ------------------------------------------------------------ plan.c */
 /* Agreement, then the plan and the buffers: once, before the first step,

@@ -45,9 +45,8 @@ int adadelta_mpi_begin_step(adadelta_mpi *m)
     int rc = adadelta_mpi__ensure_ready(m);
     if (rc)
         return rc;
-    if (first && m->check && (rc = adadelta_mpi__check_identical(m, "before the first step")))
-        return rc;
-    if ((rc = adadelta_mpi__check_initial(m)))
+    if (first && adadelta_mpi__any_rank(m, m->check) &&
+        (rc = adadelta_mpi__check_identical(m, "before the first step")))
         return rc;
     open_step *o = &m->ostep;
     CORE->plan(m->core, &o->st);
@@ -123,7 +122,7 @@ int adadelta_mpi_end_step(adadelta_mpi *m)
         }
     o->open = 0;
     int rc = adadelta_mpi__step(m, o->grads, 1);
-    if (!rc && m->check)
+    if (!rc && m->check_all)
         rc = adadelta_mpi__check_identical(m, "after end_step");
     return rc;
 }

@@ -169,10 +169,6 @@ int adadelta_mpi__ensure_ready(adadelta_mpi *m)
         adadelta_mpi__free_plan(m);
         return rc;
     }
-    /* ADADELTA_MPI_CHECK may be set on some ranks only: the check is
-     * collective, so one rank asking for it turns it on everywhere. */
-    MPI_Allreduce(MPI_IN_PLACE, &m->check, 1, MPI_INT, MPI_LOR, m->comm);
-    MPI_Allreduce(MPI_IN_PLACE, &m->initial_check, 1, MPI_INT, MPI_LOR, m->comm);
     m->ready = 1;
     return 0;
 }

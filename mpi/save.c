@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* One save: the tensors (file order), the file plan, the output. */
@@ -109,6 +110,22 @@ static void cut_to_own_parts(const adadelta_mpi *m, adadelta_state_list *l)
 
 /* ------------------------------------------------------------ shared file */
 
+/* A token rank 0 writes where the header will go, so that a rank opening
+ * the temporary file by name knows it is rank 0's file (and not a leftover
+ * of the same name in a folder of another node). */
+typedef struct token {
+    unsigned long long a, b;
+} token;
+
+static token make_token(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    token k = {(unsigned long long)t.tv_sec * 1000000007ull ^ (unsigned long long)t.tv_nsec,
+               (unsigned long long)getpid() * 0x9e3779b97f4a7c15ull ^ (uintptr_t)&k};
+    return k;
+}
+
 /* Rank 0 creates the temporary file and tells the others its name; each
  * opens it. 1 in *shared when every rank could (and none asked for rank 0
  * alone). */
@@ -120,8 +137,11 @@ static int open_shared(save *s, int *shared)
     const char *env = getenv("ADADELTA_MPI_CHECKPOINT");
     int root_alone = env && !strcmp(env, "root"), any_root_alone;
     MPI_Allreduce(&root_alone, &any_root_alone, 1, MPI_INT, MPI_MAX, m->comm);
+    token tok = make_token();
     if (m->rank == 0) {
         rc = adadelta_st_create_temp(s->path, &s->fd, &s->tmp);
+        if (!rc)
+            rc = adadelta_st_pwrite_all(s->fd, &tok, sizeof tok, 0, s->path);
         if (rc)
             adadelta_mpi__fail(rc, "%s", adadelta_st_error());
         else
@@ -142,8 +162,15 @@ static int open_shared(save *s, int *shared)
         return adadelta_mpi__agree(m, rc); /* rank 0's temporary file goes at the end */
     }
     MPI_Bcast(name, len, MPI_CHAR, 0, m->comm);
+    MPI_Bcast(&tok, (int)sizeof tok, MPI_BYTE, 0, m->comm);
     if (m->rank != 0) {
-        s->fd = any_root_alone ? -1 : open(name, O_WRONLY | O_CLOEXEC);
+        s->fd = any_root_alone ? -1 : open(name, O_RDWR | O_CLOEXEC);
+        token seen;
+        if (s->fd >= 0 && (pread(s->fd, &seen, sizeof seen, 0) != (ssize_t)sizeof seen ||
+                           memcmp(&seen, &tok, sizeof tok) != 0)) {
+            close(s->fd); /* a file of that name, but not rank 0's */
+            s->fd = -1;
+        }
         free(name);
     }
     int opened = s->fd >= 0;
@@ -215,7 +242,9 @@ static int save_shared(save *s)
     if (!rc && m->rank != 0 && fsync(s->fd) != 0)
         rc = adadelta_mpi__fail(ADADELTA_EIO, "%s: fsync failed: %s", s->path, strerror(errno));
     if (m->rank != 0) {
-        close(s->fd);
+        if (close(s->fd) != 0 && !rc)
+            rc = adadelta_mpi__fail(ADADELTA_EIO, "%s: close failed: %s", s->path,
+                                    strerror(errno));
         s->fd = -1;
     }
     if ((rc = adadelta_mpi__agree(m, rc)) || (rc = gather_pieces(s)))
@@ -341,8 +370,8 @@ static int save_impl(adadelta_mpi *m, const char *path, int each_writes, const c
     adadelta_mpi__clear_error();
     if (!m)
         return adadelta_mpi__fail(ADADELTA_EINVAL, "%s: NULL", what);
-    int rc = adadelta_mpi__ensure_ready(m);
-    if (rc)
+    int rc = adadelta_mpi__agree(m, adadelta_mpi__refuse_in_step(m, what));
+    if (rc || (rc = adadelta_mpi__ensure_ready(m)))
         return rc;
     save s;
     memset(&s, 0, sizeof s);

@@ -16,6 +16,12 @@ void adadelta_mpi__combine_flags(step_flags *a, const step_flags *b)
     if (b->presence_max > a->presence_max)
         a->presence_max = b->presence_max;
     a->grads_null |= b->grads_null;
+    if (b->vars_min < a->vars_min)
+        a->vars_min = b->vars_min;
+    if (b->vars_max > a->vars_max)
+        a->vars_max = b->vars_max;
+    a->initial_wish |= b->initial_wish;
+    a->check_wish |= b->check_wish;
     a->nonfinite |= b->nonfinite;
     if (b->error_rank < a->error_rank) {
         a->error_rank = b->error_rank;

@@ -217,8 +217,8 @@ class _MPIMixin:
     def set_initial_check(self, on):
         """The first step checks that every rank starts from the same
         variables (on by default): different values raise
-        InvalidArgumentError on every rank instead of diverging. Local
-        before the first step, collective after setup."""
+        InvalidArgumentError on every rank instead of diverging. Local: the
+        check runs unless every rank turns it off."""
         self._mlib.adadelta_mpi_set_initial_check(self._h(), 1 if on else 0)
 
     # ---------------------------------------------------- overlapped step

@@ -461,6 +461,122 @@ static void test_first_apply_catches_different_variables(void **state)
     model_free(&m);
 }
 
+/* The review's cases: nothing hangs and every rank returns one status. */
+
+/* Rank 0 resumed from a file (iterations 2), the others fresh: a broadcast
+ * of the variables cannot make the states equal and says so everywhere. */
+static void test_broadcast_refuses_states_apart(void **state)
+{
+    (void)state;
+    if (R < 2)
+        skip();
+    adadelta_config cfg;
+    full_config(&cfg);
+    model m;
+    model_init(&m);
+    adadelta_mpi *o = make_on(MPI_COMM_WORLD, &cfg, ADADELTA_MPI_REPLICATED, &m);
+    AGREE(o != NULL);
+    AGREE(run_same(o, &m, 0, 2) == 0);
+    const char *path = strdup(path_of("two.st"));
+    AGREE(adadelta_mpi_save(o, path) == 0);
+    adadelta_mpi_destroy(o);
+    adadelta *core = NULL;
+    model fresh;
+    model_init(&fresh);
+    int rc = me == 0 ? adadelta_create_from_state(path, NULL, &core) : adadelta_create(&cfg, &core);
+    for (int v = 0; !rc && me != 0 && v < NV; v++)
+        rc = adadelta_add_variable(core, names[v], ADADELTA_F32, fresh.data[v], nd[v],
+                                   shapes[v]) == v
+                 ? 0
+                 : -100;
+    AGREE(rc == 0);
+    AGREE(adadelta_mpi_wrap(MPI_COMM_WORLD, core, ADADELTA_MPI_REPLICATED, &o) == 0);
+    AGREE(adadelta_mpi_broadcast_variables(o, 0) == ADADELTA_EMISMATCH);
+    AGREE(strstr(adadelta_mpi_last_error(), "different iterations") != NULL);
+    adadelta_mpi_destroy(o);
+    model_free(&m);
+    model_free(&fresh);
+    free((void *)path);
+}
+
+/* The wishes are local at any time: one rank turning the first-apply
+ * check off after the setup changes no rank's collectives. */
+static void test_check_wishes_stay_local(void **state)
+{
+    (void)state;
+    adadelta_config cfg;
+    full_config(&cfg);
+    model m;
+    model_init(&m);
+    adadelta_mpi *o = make_on(MPI_COMM_WORLD, &cfg, ADADELTA_MPI_SHARDED, &m);
+    AGREE(o != NULL);
+    AGREE(adadelta_mpi_broadcast_variables(o, 0) == 0); /* the layer is set up */
+    if (me == 0) {
+        adadelta_mpi_set_initial_check(o, 0);
+        adadelta_mpi_set_check_identical(o, 1);
+    }
+    AGREE(run_same(o, &m, 0, 3) == 0);
+    adadelta_mpi_destroy(o);
+    model_free(&m);
+}
+
+/* Copies per rank (save_each) where one rank's is an older state: the load
+ * refuses on every rank and changes nothing. */
+static void test_load_refuses_different_copies(void **state)
+{
+    (void)state;
+    if (R < 2)
+        skip();
+    adadelta_config cfg;
+    full_config(&cfg);
+    model m;
+    model_init(&m);
+    adadelta_mpi *o = make_on(MPI_COMM_WORLD, &cfg, ADADELTA_MPI_REPLICATED, &m);
+    AGREE(o != NULL);
+    AGREE(run_same(o, &m, 0, 2) == 0);
+    const char *old = strdup(path_of("old.st"));
+    AGREE(adadelta_mpi_save(o, old) == 0);
+    AGREE(run_same(o, &m, 2, 4) == 0);
+    AGREE(adadelta_mpi_save_each(o, each_path("copy", me)) == 0);
+    AGREE(copy_file(old, each_path("copy", R - 1)));
+    float before = m.data[0][7];
+    AGREE(adadelta_mpi_load(o, each_path("copy", me)) == ADADELTA_EMISMATCH);
+    AGREE(strstr(adadelta_mpi_last_error(), "different files") != NULL);
+    AGREE(m.data[0][7] == before && adadelta_iterations(adadelta_mpi_core(o)) == 4);
+    adadelta_mpi_destroy(o);
+    model_free(&m);
+    free((void *)old);
+}
+
+/* A save, load or broadcast inside an open overlapped step is refused on
+ * every rank; the step then ends as if nothing had happened. */
+static void test_no_checkpoint_inside_a_step(void **state)
+{
+    (void)state;
+    adadelta_config cfg;
+    full_config(&cfg);
+    model m;
+    model_init(&m);
+    adadelta_mpi *o = make_on(MPI_COMM_WORLD, &cfg, ADADELTA_MPI_REPLICATED, &m);
+    AGREE(o != NULL);
+    grads g;
+    grads_init(&g, &m);
+    fill(&g, &m, 0);
+    AGREE(adadelta_mpi_begin_step(o) == 0);
+    AGREE(adadelta_mpi_grad_ready(o, 0, g.gp[0]) == 0);
+    const char *path = path_of("inside.st");
+    AGREE(adadelta_mpi_save(o, path) == ADADELTA_ESTATE);
+    AGREE(adadelta_mpi_load(o, path) == ADADELTA_ESTATE);
+    AGREE(adadelta_mpi_broadcast_variables(o, 0) == ADADELTA_ESTATE);
+    for (int v = 1; v < NV; v++)
+        AGREE(adadelta_mpi_grad_ready(o, v, g.gp[v]) == 0);
+    AGREE(adadelta_mpi_end_step(o) == 0);
+    AGREE(run_same(o, &m, 1, 3) == 0);
+    grads_free(&g);
+    adadelta_mpi_destroy(o);
+    model_free(&m);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -471,6 +587,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_memory_stays_bounded),
         cmocka_unit_test(test_broadcast_makes_variables_equal),
         cmocka_unit_test(test_first_apply_catches_different_variables),
+        cmocka_unit_test(test_broadcast_refuses_states_apart),
+        cmocka_unit_test(test_check_wishes_stay_local),
+        cmocka_unit_test(test_load_refuses_different_copies),
+        cmocka_unit_test(test_no_checkpoint_inside_a_step),
     };
     return RUN_MPI_TESTS(argc, argv, tests);
 }
