@@ -21,6 +21,7 @@
 
 #include "adadelta.h"
 #include "harness.h"
+#include "peak_memory.h"
 
 enum { NV = 3, CALLS = 11, SPLIT = 4 };
 static const int64_t sizes[NV] = {5, 20000, 1};
@@ -464,29 +465,6 @@ static void python_reader_prints_the_state(void **state)
     adadelta_destroy(opt);
 }
 
-/* VmRSS or VmHWM of this process in bytes (0 when unknown); the peak
- * reset to the current size (0 if the kernel cannot). */
-static long long status_kib(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long long kb = 0;
-    size_t k = strlen(key);
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, key, k) && line[k] == ':')
-            kb = atoll(line + k + 1);
-    if (f)
-        fclose(f);
-    return kb;
-}
-
-static int reset_peak(void)
-{
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    int ok = f && fputs("5", f) >= 0;
-    return f ? (fclose(f) == 0 && ok) : 0;
-}
-
 /* A 64 MiB state (2^22 elements, every slot) saves and loads with at most
  * the checkpoint buffer (1 MiB here) and change above the resident size:
  * neither holds the file (a load that read it whole added 64 MiB). */
@@ -513,15 +491,15 @@ static void save_and_load_hold_no_copy_of_the_file(void **state)
     const char *path = th_path("big.safetensors");
     assert_int_equal(adadelta_save(opt, path), 0); /* warm: every buffer once */
     assert_int_equal(adadelta_load(opt, path), 0);
-    long long steady = status_kib("VmRSS");
+    long long steady = status_bytes("VmRSS");
     reset_peak();
     assert_int_equal(adadelta_save(opt, path), 0);
-    long long save_peak = status_kib("VmHWM");
+    long long save_peak = status_bytes("VmHWM");
     reset_peak();
     assert_int_equal(adadelta_load(opt, path), 0);
-    long long load_peak = status_kib("VmHWM");
-    assert_true(save_peak <= steady + 8 * 1024);
-    assert_true(load_peak <= steady + 8 * 1024);
+    long long load_peak = status_bytes("VmHWM");
+    assert_true(save_peak <= steady + (8ll << 20));
+    assert_true(load_peak <= steady + (8ll << 20));
     adadelta_destroy(opt);
     free(w);
     free(g);

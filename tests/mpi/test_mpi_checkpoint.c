@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "mpi_harness.h"
+#include "peak_memory.h"
 
 /* Every slot kind and the loss-scale counters; odd call counts end in the
  * middle of an accumulation cycle. */
@@ -324,31 +325,6 @@ static void test_corrupt_slice_fails_on_every_rank(void **state)
     adadelta_mpi_destroy(o);
     model_free(&m);
     free((void *)good);
-}
-
-/* VmRSS or VmHWM of this process, bytes (0 when unknown). */
-static long long status_bytes(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long long kb = 0;
-    size_t k = strlen(key);
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, key, k) && line[k] == ':')
-            kb = atoll(line + k + 1);
-    if (f)
-        fclose(f);
-    return kb * 1024;
-}
-
-/* Resets the peak to the current resident size. */
-static int reset_peak(void)
-{
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    int ok = f && fputs("5", f) >= 0;
-    if (f)
-        ok = fclose(f) == 0 && ok;
-    return ok;
 }
 
 /* 2^22 elements, every slot (an 80 MiB file): a save and a load each add
