@@ -146,9 +146,13 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_set_bucket_bytes(adadelta_mpi *opt, int64_t
 ADADELTA_MPI_EXTERN int adadelta_mpi_set_timeout(adadelta_mpi *opt, double seconds);
 
 /* The reduction engine in use: "shm" (a shared-memory window: every rank
- * on one node), "p2p" (MPI collectives), or "none" before the first step.
- * ADADELTA_MPI_SHM=0|1 in the environment forces p2p, or shm where
- * possible. */
+ * on one node), "hier" (a window on each node and a chain of point-to-point
+ * messages through the nodes: ranks on several nodes, each node holding
+ * consecutive ranks), "p2p" (MPI collectives), or "none" before the first
+ * step. All three give the same bits. ADADELTA_MPI_SHM=0|1 in the
+ * environment forces p2p, or shared memory wherever possible (the default
+ * too); ADADELTA_MPI_NODE_RANKS=<L> (the same on every rank) makes nodes of
+ * L consecutive ranks out of the ranks of one machine, to try "hier". */
 ADADELTA_MPI_EXTERN const char *adadelta_mpi_engine(const adadelta_mpi *opt);
 /* Per-step agreements made so far (one small collective, or one
  * shared-memory exchange, per step). */

@@ -160,8 +160,10 @@ void adadelta_mpi__wait_requests(const adadelta_mpi *m, int n, MPI_Request *req,
 /* ------------------------------------------------------------ reduce engines */
 /* How gradients are reduced: each rank's contribution (a flat buffer of
  * every variable) is summed over the ranks in rank order 0..R-1 and divided
- * by R. Two engines: MPI collectives (reduce_p2p.c, any placement) and a
- * shared-memory window (reduce_shm.c, all ranks on one node). A step:
+ * by R. Three engines: MPI collectives (reduce_p2p.c, any placement), a
+ * shared-memory window (reduce_shm.c, all ranks on one node), and both
+ * (reduce_hier.c: a window on each node, a chain through the nodes). A
+ * step:
  *   reserve(b) ... write bucket b's contributions ... start(b)   per bucket
  *   progress()*            (overlap: reductions advance meanwhile)
  *   finish()               the mean on this rank's range, every bucket
@@ -186,13 +188,68 @@ struct reduce_engine {
 };
 extern const reduce_engine adadelta_mpi__p2p_engine;
 extern const reduce_engine adadelta_mpi__shm_engine;
+extern const reduce_engine adadelta_mpi__hier_engine;
 /* Whether the shm engine can serve m (all ranks on one node). */
 int adadelta_mpi__shm_possible(const adadelta_mpi *m);
+/* Whether the hier engine can (several nodes, each of consecutive ranks). */
+int adadelta_mpi__hier_possible(const adadelta_mpi *m);
 
 /* reduce_sum.c: out[i] = (in_0[i] + ... + in_{R-1}[i]) / R over [0, n),
  * adding in rank order, on the core's thread team. */
 void adadelta_mpi__rank_order_mean(const adadelta_mpi *m, const float *const *in, float *out,
                                    int64_t n);
+/* A stretch of that sum: out = in_0 + ... + in_{n_in-1} (from_out: out +=
+ * them), then divided by R if `divide`: the same operations in the same
+ * order as the whole sum when the stretches follow each other. */
+void adadelta_mpi__rank_order_sum(const adadelta_mpi *m, const float *const *in, int n_in,
+                                  float *out, int64_t n, int from_out, int divide);
+
+/* ------------------------------------------------------------ nodes.c */
+/* The ranks that share this rank's node (ADADELTA_MPI_NODE_RANKS=<L> on
+ * every rank: pretend nodes of L consecutive ranks). Collective. */
+void adadelta_mpi__node_comm(const adadelta_mpi *m, MPI_Comm *node);
+/* How the ranks lie over the nodes; starts is allocated (free it). */
+typedef struct node_layout {
+    int nodes;        /* how many */
+    int index;        /* this rank's node, numbered by lowest rank */
+    int consecutive;  /* every node holds consecutive ranks */
+    int min_size;     /* ranks of the smallest node */
+    int local_rank, local_size;
+    int *starts;      /* consecutive: nodes + 1 first ranks */
+} node_layout;
+int adadelta_mpi__node_layout(const adadelta_mpi *m, MPI_Comm node, node_layout *out);
+/* An MPI-3 shared-memory window over node, `mine` bytes of it this rank's,
+ * locked for its whole life; segments[r] is local rank r's segment.
+ * Agreed over the node (a failure fails every rank of it). */
+int adadelta_mpi__node_window(MPI_Comm node, int64_t mine, MPI_Win *win, float **segments);
+
+/* Counters in a window: each on its own cache line, only ever growing
+ * (release when bumped, acquire when read). */
+#define ADADELTA_MPI_LINE 64
+typedef struct shm_counter {
+    uint64_t n;
+    char pad[ADADELTA_MPI_LINE - sizeof(uint64_t)];
+} shm_counter;
+static inline uint64_t adadelta_mpi__load(const shm_counter *c)
+{
+    return __atomic_load_n(&c->n, __ATOMIC_ACQUIRE);
+}
+static inline void adadelta_mpi__bump(shm_counter *c)
+{
+    __atomic_add_fetch(&c->n, 1, __ATOMIC_RELEASE);
+}
+static inline int64_t adadelta_mpi__round_line(int64_t n)
+{
+    return (n + ADADELTA_MPI_LINE - 1) / ADADELTA_MPI_LINE * ADADELTA_MPI_LINE;
+}
+
+/* ------------------------------------------------------------ gather.c */
+/* [lo, hi) cut at the ranks' ranges: counts and offsets from lo. */
+void adadelta_mpi__cut(const adadelta_mpi *m, int64_t lo, int64_t hi, int *cnt, int *dsp);
+/* Sharded: every rank's range of the variables to every rank through MPI
+ * allgathers in chunks, via flat (total floats); cnt, dsp: R ints each. */
+void adadelta_mpi__allgather_variables(adadelta_mpi *m, float *flat, MPI_Comm comm, int *cnt,
+                                       int *dsp);
 
 /* ------------------------------------------------------------ step_flags.c */
 /* Combines b into a (the exchange's operation). */

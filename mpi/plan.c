@@ -133,16 +133,19 @@ static int make_layout(adadelta_mpi *m)
     return rc ? rc : make_flags(m);
 }
 
-/* The shared-memory engine when every rank is on one node (unless
- * ADADELTA_MPI_SHM=0), else MPI collectives. Collective: the answer is
- * the same on every rank. */
+/* Unless ADADELTA_MPI_SHM=0: the shared-memory engine when every rank is
+ * on one node, the hierarchical one when the ranks fill several nodes in
+ * blocks of consecutive ranks; else MPI collectives. Collective: the
+ * answer is the same on every rank. */
 static const reduce_engine *choose_engine(adadelta_mpi *m)
 {
     int wanted = m->shm_wanted, any;
     MPI_Allreduce(&wanted, &any, 1, MPI_INT, MPI_MIN, m->comm); /* one rank's 0 wins */
     if (any == 0 || m->size == 1)
         return &adadelta_mpi__p2p_engine;
-    return adadelta_mpi__shm_possible(m) ? &adadelta_mpi__shm_engine : &adadelta_mpi__p2p_engine;
+    if (adadelta_mpi__shm_possible(m))
+        return &adadelta_mpi__shm_engine;
+    return adadelta_mpi__hier_possible(m) ? &adadelta_mpi__hier_engine : &adadelta_mpi__p2p_engine;
 }
 
 int adadelta_mpi__ensure_ready(adadelta_mpi *m)

@@ -69,20 +69,6 @@ static float *alloc_floats(int64_t n)
     return calloc((size_t)(n > 0 ? n : 1), sizeof(float));
 }
 
-/* Counts and offsets of [lo, hi) cut at the ranks' ranges (relative to lo). */
-static void cut(const adadelta_mpi *m, int64_t lo, int64_t hi, int *cnt, int *dsp)
-{
-    for (int r = 0; r < m->size; r++) {
-        int64_t a, b;
-        if (adadelta_mpi__portion(m, r, lo, hi, &a, &b)) {
-            cnt[r] = (int)(b - a);
-            dsp[r] = (int)(a - lo);
-        } else {
-            cnt[r] = dsp[r] = 0;
-        }
-    }
-}
-
 static int count_pieces(const adadelta_mpi *m)
 {
     int64_t n = 0;
@@ -107,7 +93,7 @@ static void make_pieces(adadelta_mpi *m, p2p *e)
             p->dsp = p->cnt + R;
             p->rcnt = p->dsp + R;
             p->rdsp = p->rcnt + R;
-            cut(m, p->lo, p->hi, p->cnt, p->dsp);
+            adadelta_mpi__cut(m, p->lo, p->hi, p->cnt, p->dsp);
             p->my_n = p->cnt[m->rank];
             p->my_lo = p->lo + p->dsp[m->rank];
             for (int r = 0; r < R; r++) {
@@ -246,37 +232,12 @@ static void p2p_end(adadelta_mpi *m)
 
 static void p2p_complete_mean(adadelta_mpi *m) { p2p_end(m); }
 
-/* Every rank's range of flat to every rank, in chunks, on comm. */
-static void gather_flat(adadelta_mpi *m, float *flat, MPI_Comm comm)
-{
-    p2p *e = state(m);
-    for (int64_t lo = 0; lo < m->total; lo += m->chunk) {
-        int64_t hi = lo + m->chunk < m->total ? lo + m->chunk : m->total;
-        cut(m, lo, hi, e->gcnt, e->gdsp);
-        MPI_Request req;
-        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, flat + lo, e->gcnt, e->gdsp,
-                        MPI_FLOAT, comm, &req);
-        adadelta_mpi__wait_request(m, &req, "a gather of the ranks' ranges");
-    }
-}
-
 /* Sharded: every rank sends the variables' values of its range to all. */
 static void p2p_gather_variables(adadelta_mpi *m)
 {
-    float *buf = state(m)->mean; /* free between steps */
-    for (int v = 0; v < m->nv; v++) {
-        int64_t b0, b1;
-        if (adadelta_mpi__own_part(m, v, &b0, &b1))
-            memcpy(buf + m->voff[v] + b0, (float *)adadelta_variable_data(m->core, v) + b0,
-                   (size_t)(b1 - b0) * sizeof(float));
-    }
-    gather_flat(m, buf, state(m)->ag_comm);
-    for (int v = 0; v < m->nv; v++) {
-        int64_t n = m->voff[v + 1] - m->voff[v];
-        if (n)
-            memcpy(adadelta_variable_data(m->core, v), buf + m->voff[v],
-                   (size_t)n * sizeof(float));
-    }
+    p2p *e = state(m);
+    /* the mean buffer is free between steps */
+    adadelta_mpi__allgather_variables(m, e->mean, e->ag_comm, e->gcnt, e->gdsp);
 }
 
 const reduce_engine adadelta_mpi__p2p_engine = {

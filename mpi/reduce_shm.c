@@ -19,12 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LINE 64 /* counters on their own cache lines */
-
-typedef struct counter {
-    uint64_t n;
-    char pad[LINE - sizeof(uint64_t)];
-} counter;
+typedef shm_counter counter;
 
 typedef struct shm {
     MPI_Comm node;
@@ -41,15 +36,14 @@ typedef struct shm {
 
 static shm *state(const adadelta_mpi *m) { return m->engine_state; }
 
-static uint64_t load(const counter *c) { return __atomic_load_n(&c->n, __ATOMIC_ACQUIRE); }
-static void bump(counter *c) { __atomic_add_fetch(&c->n, 1, __ATOMIC_RELEASE); }
-
-static int64_t round_up(int64_t n) { return (n + LINE - 1) / LINE * LINE; }
+#define load adadelta_mpi__load
+#define bump adadelta_mpi__bump
+#define round_up adadelta_mpi__round_line
 
 int adadelta_mpi__shm_possible(const adadelta_mpi *m)
 {
     MPI_Comm node;
-    MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, m->rank, MPI_INFO_NULL, &node);
+    adadelta_mpi__node_comm(m, &node);
     int n;
     MPI_Comm_size(node, &n);
     MPI_Comm_free(&node);
@@ -146,26 +140,11 @@ static int shm_setup(adadelta_mpi *m)
                  : adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi: out of memory");
     if ((rc = adadelta_mpi__agree(m, rc)))
         return rc;
-    MPI_Comm_split_type(m->comm, MPI_COMM_TYPE_SHARED, m->rank, MPI_INFO_NULL, &e->node);
+    adadelta_mpi__node_comm(m, &e->node);
     MPI_Comm_set_errhandler(e->node, MPI_ERRORS_RETURN);
     int64_t mine = round_up(m->total * (int64_t)sizeof(float)) + (m->rank ? 0 : shared_bytes(m));
-    char *base;
-    rc = MPI_Win_allocate_shared((MPI_Aint)mine, 1, MPI_INFO_NULL, e->node, &base, &e->win);
-    if (rc != MPI_SUCCESS) {
-        e->win = MPI_WIN_NULL;
-        return adadelta_mpi__fail(ADADELTA_ENOMEM,
-                                  "adadelta_mpi: cannot allocate a %lld-byte shared-memory "
-                                  "window",
-                                  (long long)mine);
-    }
-    MPI_Win_lock_all(MPI_MODE_NOCHECK, e->win);
-    for (int r = 0; r < m->size; r++) {
-        MPI_Aint size;
-        int unit;
-        void *p;
-        MPI_Win_shared_query(e->win, r, &size, &unit, &p);
-        e->contrib[r] = p;
-    }
+    if ((rc = adadelta_mpi__node_window(e->node, mine, &e->win, e->contrib)))
+        return rc;
     lay_out(m, (char *)e->contrib[0]);
     if (m->rank == 0)
         memset((char *)e->contrib[0] + round_up(m->total * (int64_t)sizeof(float)), 0,

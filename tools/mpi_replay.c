@@ -230,6 +230,9 @@ static int run(int argc, char **argv)
         }
     }
     rc = agree_exit(rc);
+    if (!rc && o.verbose && g_rank == 0)
+        fprintf(stderr, "%s: engine %s, %lu step agreements\n", replay_prog,
+                adadelta_mpi_engine(m), adadelta_mpi_agreements(m));
 done:
     if (m)
         adadelta_mpi_destroy(m);

@@ -15,7 +15,7 @@ static void usage_line(const char *prog)
             "[--resume FILE]%s\n",
             prog,
             strstr(prog, "mpi") ? " [--mode replicated|sharded] [--overlap [--bucket-bytes B] "
-                                  "[--order reverse|forward|shuffle]]"
+                                  "[--order reverse|forward|shuffle]] [--verbose]"
                                 : "");
 }
 
@@ -47,6 +47,9 @@ int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o)
             slot = &o->order;
         else if (with_mode && !strcmp(a, "--overlap")) {
             o->overlap = 1;
+            continue;
+        } else if (with_mode && !strcmp(a, "--verbose")) {
+            o->verbose = 1;
             continue;
         } else if (with_mode && !strcmp(a, "--bucket-bytes")) {
             char *end;

@@ -20,11 +20,12 @@ typedef struct replay_opts {
     int overlap;
     long long bucket_bytes; /* 0 = the library's default */
     const char *order;      /* reverse (default), forward, shuffle */
+    int verbose;            /* MPI driver: rank 0 names the engine at the end */
 } replay_opts;
 
 /* Parses argv; on error prints one line and returns EXIT_USAGE. with_mode
  * accepts the MPI driver's options (--mode, --overlap, --bucket-bytes,
- * --order). */
+ * --order, --verbose). */
 int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o);
 
 /* "adadelta-replay 0.1.0 (kernel avx512f)" on stdout (--version). */

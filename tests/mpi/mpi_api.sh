@@ -1,6 +1,7 @@
 #!/bin/sh
 # test_mpi_api and test_mpi_overlap (cmocka) under mpirun with 2, 3 and 4
-# ranks.
+# ranks, and with 4 ranks on two pretend nodes (ADADELTA_MPI_NODE_RANKS=2:
+# every case through the engine for several nodes).
 . "${MPI_TEST_SRCDIR:-.}/mpi_common.sh"
 for prog in "$TEST_MPI_API" "$TEST_MPI_OVERLAP"; do
     for np in 2 3 4; do
@@ -11,5 +12,10 @@ for prog in "$TEST_MPI_API" "$TEST_MPI_OVERLAP"; do
             fail "$(basename "$prog") with $np ranks"
         fi
     done
+    if run_mpi 4 -x ADADELTA_MPI_NODE_RANKS=2 "$prog"; then
+        ok "$(basename "$prog") with 4 ranks on 2 pretend nodes"
+    else
+        fail "$(basename "$prog") with 4 ranks on 2 pretend nodes"
+    fi
 done
 finish

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Across hosts: 2 ranks in two network namespaces joined by a veth pair, one
 # rank each, Open MPI's daemons started through an rsh agent, all traffic
-# over TCP (btl self,tcp: no shared memory between the ranks). Runs a
+# over TCP (btl self,tcp: no shared memory between the ranks), so the
+# reduction engine for several nodes runs (hier: a window per node, a chain
+# of messages between the nodes). Runs a
 # conformance case in both modes with the checksum option on and checks the
 # expected state, bit-identity across ranks and sharded == replicated.
 # Skips (77) where namespaces cannot be made (not root, no ip, no
@@ -54,12 +56,19 @@ for mode in replicated sharded; do
         sh -c 'echo "rank $OMPI_COMM_WORLD_RANK in netns $(ip netns identify) on $(hostname)"; exec "$@"' sh \
         "$ADADELTA_MPI_REPLAY" --params "$dabs/params.safetensors" \
         --grads "$dabs/grads_rank{rank}.safetensors" --config "$dabs/config.json" \
-        --exclude-from-weight-decay gamma,bias --mode "$mode" \
-        --out "$tmp/$c.$mode.{rank}.st"; then
+        --exclude-from-weight-decay gamma,bias --mode "$mode" --verbose \
+        --out "$tmp/$c.$mode.{rank}.st" 2>"$tmp/err.$mode"; then
+        cat "$tmp/err.$mode"
         fail "$c across two namespaces, $mode: the run failed"
         continue
     fi
     echo "   ($mode across namespaces over TCP: $(($(date +%s) - start)) s)"
+    # Two hosts of one rank each: a window per host, the chain between them.
+    if grep -q "engine hier," "$tmp/err.$mode"; then
+        ok "$c over TCP between namespaces, $mode: the engine for several nodes ran"
+    else
+        fail "$c over TCP between namespaces, $mode: engine hier expected: $(cat "$tmp/err.$mode")"
+    fi
     every_rank_same 2 "$tmp/$c.$mode" "$c over TCP between namespaces, $mode"
     matches "$tmp/$c.$mode.0.st" "$dabs/expected.safetensors" \
         "$c over TCP between namespaces, $mode: matches the expected state"

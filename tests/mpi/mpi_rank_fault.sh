@@ -27,9 +27,13 @@ for mode in replicated sharded; do
 done
 # A rank that stops calling: the others' stall watchdog ends the job within
 # seconds, naming the rank where the engine can tell (shared memory).
-for shm in 1 0; do
+# nodes=1: the engine for several nodes (pretend nodes of 1 rank), whose
+# watchdog sees only its own node's ranks.
+for shm in 1 0 nodes=1; do
     start=$(date +%s)
-    run_mpi 2 -x ADADELTA_MPI_TIMEOUT=2 -x ADADELTA_MPI_SHM=$shm "$RANK_FAULT" --calls 10 \
+    case $shm in nodes=1) env="-x ADADELTA_MPI_NODE_RANKS=1" ;; *) env="-x ADADELTA_MPI_SHM=$shm" ;; esac
+    # shellcheck disable=SC2086
+    run_mpi 2 -x ADADELTA_MPI_TIMEOUT=2 $env "$RANK_FAULT" --calls 10 \
         --stall-at 4 --stall-rank 1 >"$tmp/stall.log" 2>&1
     status=$?
     took=$(($(date +%s) - start))
