@@ -5,8 +5,9 @@
  *
  *   node 0 adds its ranks' contributions in rank order and sends the
  *   partial sum to node 1, which adds its ranks' in rank order and sends
- *   it on, ...; the last node divides by R and sends the mean back to
- *   every other node, where it lands in the node's shared mean.
+ *   it on, ...; the last node divides by R and sends the mean to node 0,
+ *   which passes it to node 1, ... up to the node before the last; each
+ *   node's copy lands in its shared mean.
  *
  * Since nodes hold consecutive ranks, that is exactly the flat sum
  * ((c_0 + c_1) + c_2) + ... of the other engines, bit for bit. Each bucket
@@ -14,9 +15,10 @@
  * carries part j through its own chain, so every rank of a node moves
  * bytes at once, and each part is cut into pieces of at most
  * HIER_PIECE_ELEMENTS so that the chain is a pipeline: while node k adds
- * piece i+1, node k+1 adds piece i. Per node, each byte of gradient goes
- * out once and comes back once, across the network; within a node nothing
- * is copied but the sums.
+ * piece i+1, node k+1 adds piece i. Per node, at most two bytes go out and
+ * two come in for each byte of gradient (a ring allreduce moves 2 (N-1)/N;
+ * its rotating sum order would not be the ranks' order), and no node sends
+ * more than another; within a node nothing is copied but the sums.
  *
  * The messages are point-to-point on a communicator of their own, tagged
  * by piece, advanced with MPI_Test in progress() (the overlap API's
@@ -42,10 +44,11 @@
 #define round_up adadelta_mpi__round_line
 
 enum phase {
-    IDLE,  /* not begun this step */
-    RECV,  /* waiting for the previous node's partial sum (node 0: none) */
-    SEND,  /* summed; sending it on (last node: the mean to every node) */
-    FINAL, /* waiting for the mean from the last node */
+    IDLE,    /* not begun this step */
+    RECV,    /* waiting for the previous node's partial sum (node 0: none) */
+    SEND,    /* summed; sending it on (the last node: the mean, to node 0) */
+    FINAL,   /* waiting for the mean */
+    FORWARD, /* passing the mean on to the next node */
     DONE
 };
 
@@ -53,8 +56,7 @@ typedef struct piece {
     int64_t lo, n;       /* flat range */
     int b;               /* its bucket */
     int phase;
-    MPI_Request recv;
-    MPI_Request *send;   /* nodes - 1 */
+    MPI_Request recv, send;
 } piece;
 
 typedef struct hier {
@@ -69,7 +71,6 @@ typedef struct hier {
     int64_t reductions, ends; /* this rank's epochs */
     int n_pieces;        /* of this rank's part */
     piece *pieces;
-    MPI_Request *reqs;   /* storage of the pieces' sends */
     int *first_piece;    /* per bucket, n_buckets + 1 */
     int *added_left, *done_left; /* per bucket: my pieces still to add, to end */
     float *flat;         /* sharded: the gather of the variables */
@@ -105,7 +106,7 @@ static int64_t count_pieces(const adadelta_mpi *m, int j, int P, int64_t max, hi
         for (int64_t a = lo; a < hi; a += max, n++)
             if (e)
                 e->pieces[n] = (piece){a, hi - a < max ? hi - a : max, b, IDLE,
-                                       MPI_REQUEST_NULL, NULL};
+                                       MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     }
     if (e)
         e->first_piece[m->n_buckets] = (int)n;
@@ -124,10 +125,10 @@ int adadelta_mpi__hier_possible(const adadelta_mpi *m)
     free(l.starts);
     if (l.nodes < 2 || !l.consecutive)
         return 0;
-    /* a piece's tag must fit (MPI promises 32767, Open MPI 2^31 - 1) */
+    /* a piece's two tags must fit (MPI promises 32767, Open MPI 2^31 - 1) */
     int *tag_ub, flag;
     MPI_Comm_get_attr(m->comm, MPI_TAG_UB, &tag_ub, &flag);
-    int64_t most = flag ? *tag_ub : 32767;
+    int64_t most = (flag ? *tag_ub : 32767) / 2;
     for (int j = 0; j < l.min_size; j++)
         if (count_pieces(m, j, l.min_size, piece_elements(m), NULL) > most)
             return 0;
@@ -171,7 +172,6 @@ static void hier_destroy(adadelta_mpi *m)
     free(e->nl.starts);
     free(e->contrib);
     free(e->pieces);
-    free(e->reqs);
     free(e->first_piece);
     free(e->added_left);
     free(e->done_left);
@@ -204,13 +204,12 @@ static void lay_out(adadelta_mpi *m, hier *e)
 /* Everything a rank allocates for itself (agreed by the caller). */
 static int alloc_local(adadelta_mpi *m, hier *e)
 {
-    int K = e->nl.nodes, j = e->nl.local_rank;
+    int j = e->nl.local_rank;
     e->parts = e->nl.min_size;
     e->piece_max = piece_elements(m);
     e->n_pieces = j < e->parts ? (int)count_pieces(m, j, e->parts, e->piece_max, NULL) : 0;
     e->contrib = calloc((size_t)e->nl.local_size, sizeof *e->contrib);
     e->pieces = calloc((size_t)e->n_pieces + 1, sizeof *e->pieces);
-    e->reqs = calloc(((size_t)e->n_pieces + 1) * (size_t)(K - 1), sizeof *e->reqs);
     e->first_piece = calloc((size_t)m->n_buckets + 1, sizeof *e->first_piece);
     e->added_left = calloc((size_t)m->n_buckets + 1, sizeof *e->added_left);
     e->done_left = calloc((size_t)m->n_buckets + 1, sizeof *e->done_left);
@@ -218,16 +217,11 @@ static int alloc_local(adadelta_mpi *m, hier *e)
     e->dsp = calloc((size_t)m->size, sizeof *e->dsp);
     if (m->mode == ADADELTA_MPI_SHARDED)
         e->flat = calloc((size_t)(m->total > 0 ? m->total : 1), sizeof(float));
-    if (!e->contrib || !e->pieces || !e->reqs || !e->first_piece || !e->added_left ||
+    if (!e->contrib || !e->pieces || !e->first_piece || !e->added_left ||
         !e->done_left || !e->cnt || !e->dsp || (m->mode == ADADELTA_MPI_SHARDED && !e->flat))
         return adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi: out of memory");
     if (j < e->parts)
         count_pieces(m, j, e->parts, e->piece_max, e);
-    for (int k = 0; k < e->n_pieces; k++) {
-        e->pieces[k].send = e->reqs + (size_t)k * (size_t)(K - 1);
-        for (int q = 0; q < K - 1; q++)
-            e->pieces[k].send[q] = MPI_REQUEST_NULL;
-    }
     for (int b = 0; b < m->n_buckets; b++)
         e->added_left[b] = e->done_left[b] = e->first_piece[b + 1] - e->first_piece[b];
     return 0;
@@ -312,52 +306,60 @@ static void add_node(adadelta_mpi *m, hier *e, const piece *p)
                                  e->nl.index > 0, e->nl.index == e->nl.nodes - 1);
 }
 
-static int test(MPI_Request *req, int n)
+static int test(MPI_Request *req)
 {
     int done = 0;
-    MPI_Testall(n, req, &done, MPI_STATUSES_IGNORE);
+    MPI_Test(req, &done, MPI_STATUS_IGNORE);
     return done;
 }
 
-/* Takes piece p as far as it can go without waiting. */
+/* Takes piece p as far as it can go without waiting. Tags: 2i for piece
+ * i's partial sum, 2i + 1 for its mean. */
 static void advance(adadelta_mpi *m, hier *e, piece *p)
 {
     int K = e->nl.nodes, k = e->nl.index, last = k == K - 1, count = (int)p->n;
     uint64_t L = (uint64_t)e->nl.local_size;
     float *at = e->mean + p->lo;
-    int tag = (int)(p - e->pieces);
+    int partial = 2 * (int)(p - e->pieces), mean = partial + 1;
     if (p->phase == IDLE) {
         /* the node's ranks must be done reading the previous step's mean */
         if (!m->buckets[p->b].started || load(e->ended) < L * (uint64_t)e->ends)
             return;
         if (k > 0)
-            MPI_Irecv(at, count, MPI_FLOAT, peer(e, k - 1), tag, e->chain, &p->recv);
+            MPI_Irecv(at, count, MPI_FLOAT, peer(e, k - 1), partial, e->chain, &p->recv);
         p->phase = RECV;
     }
     if (p->phase == RECV) {
-        if (load(&e->arrivals[p->b]) < L * (uint64_t)(e->reductions + 1) || !test(&p->recv, 1))
+        if (load(&e->arrivals[p->b]) < L * (uint64_t)(e->reductions + 1) || !test(&p->recv))
             return;
         add_node(m, e, p);
         if (--e->added_left[p->b] == 0)
             bump(&e->summed[p->b]);
-        if (!last)
-            MPI_Isend(at, count, MPI_FLOAT, peer(e, k + 1), tag, e->chain, &p->send[0]);
-        for (int q = 0; last && q < K - 1; q++)
-            MPI_Isend(at, count, MPI_FLOAT, peer(e, q), tag, e->chain, &p->send[q]);
+        MPI_Isend(at, count, MPI_FLOAT, peer(e, last ? 0 : k + 1), last ? mean : partial,
+                  e->chain, &p->send);
         p->phase = SEND;
     }
     if (p->phase == SEND) {
-        if (!test(p->send, last ? K - 1 : 1))
+        if (!test(&p->send))
             return;
         if (!last)
-            MPI_Irecv(at, count, MPI_FLOAT, peer(e, K - 1), tag, e->chain, &p->recv);
+            MPI_Irecv(at, count, MPI_FLOAT, peer(e, k == 0 ? K - 1 : k - 1), mean, e->chain,
+                      &p->recv);
         p->phase = last ? DONE : FINAL;
     }
     if (p->phase == FINAL) {
-        if (!test(&p->recv, 1))
+        if (!test(&p->recv))
+            return;
+        if (k + 1 < K - 1)
+            MPI_Isend(at, count, MPI_FLOAT, peer(e, k + 1), mean, e->chain, &p->send);
+        p->phase = k + 1 < K - 1 ? FORWARD : DONE;
+    }
+    if (p->phase == FORWARD) {
+        if (!test(&p->send))
             return;
         p->phase = DONE;
     }
+    /* here only when p became DONE in this call */
     if (--e->done_left[p->b] == 0)
         bump(&e->meaned[p->b]);
 }

@@ -5,8 +5,9 @@
 # (the golden files) on the MPI conformance cases: both modes, nodes of 1
 # rank at 2 and 3 ranks (a chain of 2 and 3 nodes), blocking and overlapped
 # steps, whole pieces and pieces of 1000 elements, and at 4 ranks nodes of
-# 2 (two chains side by side) and nodes of 3 + 1 (a short node: its spare
-# rank carries no part), against the shared-memory engine on one node.
+# 2 (two chains side by side), nodes of 3 + 1 (a short node: the spare
+# ranks carry no part) and 4 nodes of 1, against the shared-memory engine
+# on one node.
 . "${MPI_TEST_SRCDIR:-.}/mpi_common.sh"
 golden=${GOLDEN_DIR:-$MPI_TEST_SRCDIR/../golden}
 hier_run() { # CASE NP MODE NODE_RANKS CHUNK OUT [replay options]
@@ -50,7 +51,9 @@ for c in mpi2_defaults mpi2_global_clipnorm mpi2_kitchen_sink; do
         same_state "$tmp/h2.st" "$tmp/shm.st" "$c $mode 4 ranks: hier, 2 nodes of 2 == shm"
         hier_run $c 4 $mode 3 1000 "$tmp/h3.st" --overlap --bucket-bytes 1 --order reverse
         same_state "$tmp/h3.st" "$tmp/shm.st" "$c $mode 4 ranks: hier, nodes of 3 + 1 == shm"
-        rm -f "$tmp/shm.st" "$tmp/h2.st" "$tmp/h3.st"
+        hier_run $c 4 $mode 1 1000 "$tmp/h1.st" --overlap --order forward
+        same_state "$tmp/h1.st" "$tmp/shm.st" "$c $mode 4 ranks: hier, 4 nodes of 1 == shm"
+        rm -f "$tmp/shm.st" "$tmp/h1.st" "$tmp/h2.st" "$tmp/h3.st"
     done
 done
 finish
