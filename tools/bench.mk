@@ -22,4 +22,4 @@ adadelta_mpi_bench_LDADD = $(top_builddir)/mpi/libadadelta_mpi.la \
 endif
 
 dist_noinst_SCRIPTS = torch_bench.py bench_plot.sh torch_ddp_bench.py mpi_bench_plot.sh py_bench.py \
-	torch_checkpoint_bench.py checkpoint_bench.sh
+	torch_checkpoint_bench.py checkpoint_bench.sh netns_bench.sh

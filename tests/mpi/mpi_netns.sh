@@ -9,49 +9,25 @@
 # Skips (77) where namespaces cannot be made (not root, no ip, no
 # CAP_NET_ADMIN). Creates and deletes its own namespaces only.
 . "${MPI_TEST_SRCDIR:-.}/mpi_common.sh"
-ADADELTA_NS_A=adadelta_a_$$
-ADADELTA_NS_B=adadelta_b_$$
-export ADADELTA_NS_A ADADELTA_NS_B
-va=adva$$
-vb=advb$$
+netns_dir=$(cd "${MPI_TEST_SRCDIR:-.}" && pwd)
+. "$netns_dir/netns_hosts.sh"
 cleanup() {
-    ip netns del "$ADADELTA_NS_A" 2>/dev/null
-    ip netns del "$ADADELTA_NS_B" 2>/dev/null
-    ip link del "$va" 2>/dev/null
+    netns_hosts_down
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-if ! command -v ip >/dev/null 2>&1; then
-    echo "SKIP: no ip command (iproute2)"
+if ! why=$(netns_hosts_up "$tmp" 1); then
+    echo "SKIP: $why"
     exit 77
 fi
-if ! ip netns add "$ADADELTA_NS_A" 2>"$tmp/err" || ! ip netns add "$ADADELTA_NS_B" 2>>"$tmp/err"; then
-    echo "SKIP: cannot create network namespaces here: $(cat "$tmp/err")"
-    exit 77
-fi
-if ! { ip link add "$va" type veth peer name "$vb" &&
-    ip link set "$va" netns "$ADADELTA_NS_A" && ip link set "$vb" netns "$ADADELTA_NS_B" &&
-    ip -n "$ADADELTA_NS_A" addr add 192.0.2.1/24 dev "$va" &&
-    ip -n "$ADADELTA_NS_B" addr add 192.0.2.2/24 dev "$vb" &&
-    ip -n "$ADADELTA_NS_A" link set "$va" up && ip -n "$ADADELTA_NS_B" link set "$vb" up &&
-    ip -n "$ADADELTA_NS_A" link set lo up && ip -n "$ADADELTA_NS_B" link set lo up; } 2>"$tmp/err"; then
-    echo "SKIP: cannot set up a veth pair between namespaces: $(cat "$tmp/err")"
-    exit 77
-fi
-printf '192.0.2.1 slots=1\n192.0.2.2 slots=1\n' >"$tmp/hosts"
-agent="$MPI_TEST_SRCDIR/netns_agent.sh"
-[ -f "$agent" ] || agent=./netns_agent.sh
-agent=$(cd "$(dirname "$agent")" && pwd)/$(basename "$agent")
-# The agent must be executable (a dist tarball may lose the mode bit).
-cp "$agent" "$tmp/agent.sh" && chmod +x "$tmp/agent.sh"
 
 c=mpi2_kitchen_sink
 dabs=$(cd "$data/$c" && pwd)
 for mode in replicated sharded; do
     start=$(date +%s)
-    if ! ip netns exec "$ADADELTA_NS_A" "$MPIRUN" --allow-run-as-root --hostfile "$tmp/hosts" \
-        -np 2 --timeout 120 --mca plm_rsh_agent "$tmp/agent.sh" --mca btl self,tcp \
-        --mca oob_tcp_if_include "$va,$vb" --mca btl_tcp_if_include 192.0.2.0/24 \
+    # shellcheck disable=SC2046
+    if ! ip netns exec "$ADADELTA_NS_A" "$MPIRUN" --allow-run-as-root \
+        -np 2 --timeout 120 $(netns_mpirun_options "$tmp") \
         -x OMP_NUM_THREADS=1 -x ADADELTA_MPI_CHECK=1 \
         sh -c 'echo "rank $OMPI_COMM_WORLD_RANK in netns $(ip netns identify) on $(hostname)"; exec "$@"' sh \
         "$ADADELTA_MPI_REPLAY" --params "$dabs/params.safetensors" \
