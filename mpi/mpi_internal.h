@@ -152,6 +152,11 @@ void adadelta_mpi__wait_start(waiter *w);
  * that have not arrived. */
 void adadelta_mpi__wait_poll(const adadelta_mpi *m, waiter *w, const char *what,
                              void (*who)(const adadelta_mpi *m, char *buf, size_t n));
+/* Until a window counter (nodes.c) reaches target, through the watchdog. */
+typedef struct shm_counter shm_counter;
+void adadelta_mpi__wait_counter(const adadelta_mpi *m, const shm_counter *c, uint64_t target,
+                                const char *what,
+                                void (*who)(const adadelta_mpi *m, char *buf, size_t n));
 /* MPI_Wait through the watchdog. */
 void adadelta_mpi__wait_request(const adadelta_mpi *m, MPI_Request *req, const char *what);
 void adadelta_mpi__wait_requests(const adadelta_mpi *m, int n, MPI_Request *req,
@@ -222,14 +227,16 @@ int adadelta_mpi__node_layout(const adadelta_mpi *m, MPI_Comm node, node_layout 
  * locked for its whole life; segments[r] is local rank r's segment.
  * Agreed over the node (a failure fails every rank of it). */
 int adadelta_mpi__node_window(MPI_Comm node, int64_t mine, MPI_Win *win, float **segments);
+/* Frees the window (if any) and the node communicator (if any). */
+void adadelta_mpi__node_window_free(MPI_Win *win, MPI_Comm *node);
 
 /* Counters in a window: each on its own cache line, only ever growing
  * (release when bumped, acquire when read). */
 #define ADADELTA_MPI_LINE 64
-typedef struct shm_counter {
+struct shm_counter {
     uint64_t n;
     char pad[ADADELTA_MPI_LINE - sizeof(uint64_t)];
-} shm_counter;
+};
 static inline uint64_t adadelta_mpi__load(const shm_counter *c)
 {
     return __atomic_load_n(&c->n, __ATOMIC_ACQUIRE);

@@ -102,3 +102,13 @@ int adadelta_mpi__node_window(MPI_Comm node, int64_t mine, MPI_Win *win, float *
     }
     return 0;
 }
+
+void adadelta_mpi__node_window_free(MPI_Win *win, MPI_Comm *node)
+{
+    if (*win != MPI_WIN_NULL) {
+        MPI_Win_unlock_all(*win);
+        MPI_Win_free(win);
+    }
+    if (*node != MPI_COMM_NULL)
+        MPI_Comm_free(node);
+}

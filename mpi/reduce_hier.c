@@ -157,12 +157,7 @@ static void hier_destroy(adadelta_mpi *m)
     hier *e = state(m);
     if (!e)
         return;
-    if (e->win != MPI_WIN_NULL) {
-        MPI_Win_unlock_all(e->win);
-        MPI_Win_free(&e->win);
-    }
-    if (e->node != MPI_COMM_NULL)
-        MPI_Comm_free(&e->node);
+    adadelta_mpi__node_window_free(&e->win, &e->node);
     if (e->chain != MPI_COMM_NULL)
         MPI_Comm_free(&e->chain);
     if (e->flags_type != MPI_DATATYPE_NULL) {
@@ -266,12 +261,7 @@ static float *hier_mean(adadelta_mpi *m) { return state(m)->mean; }
 static void wait_for(const adadelta_mpi *m, const shm_counter *c, uint64_t target,
                      const char *what)
 {
-    if (load(c) >= target)
-        return;
-    waiter w;
-    adadelta_mpi__wait_start(&w);
-    while (load(c) < target)
-        adadelta_mpi__wait_poll(m, &w, what, laggards);
+    adadelta_mpi__wait_counter(m, c, target, what, laggards);
 }
 
 static void hier_reserve(adadelta_mpi *m, int b)

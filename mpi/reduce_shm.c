@@ -66,14 +66,10 @@ static void laggards(const adadelta_mpi *m, char *buf, size_t n)
         snprintf(buf, n, "none behind this rank (it may be the one late)");
 }
 
-static void wait_for(const adadelta_mpi *m, const counter *c, uint64_t target, const char *what)
+static void wait_for(const adadelta_mpi *m, const shm_counter *c, uint64_t target,
+                     const char *what)
 {
-    if (load(c) >= target)
-        return;
-    waiter w;
-    adadelta_mpi__wait_start(&w);
-    while (load(c) < target)
-        adadelta_mpi__wait_poll(m, &w, what, laggards);
+    adadelta_mpi__wait_counter(m, c, target, what, laggards);
 }
 
 static void pass(adadelta_mpi *m) { bump(&state(m)->passed[m->rank]); }
@@ -83,12 +79,7 @@ static void shm_destroy(adadelta_mpi *m)
     shm *e = state(m);
     if (!e)
         return;
-    if (e->win != MPI_WIN_NULL) {
-        MPI_Win_unlock_all(e->win);
-        MPI_Win_free(&e->win);
-    }
-    if (e->node != MPI_COMM_NULL)
-        MPI_Comm_free(&e->node);
+    adadelta_mpi__node_window_free(&e->win, &e->node);
     free(e->contrib);
     free(e->done);
     free(e);

@@ -71,3 +71,15 @@ void adadelta_mpi__wait_request(const adadelta_mpi *m, MPI_Request *req, const c
 {
     adadelta_mpi__wait_requests(m, 1, req, what);
 }
+
+void adadelta_mpi__wait_counter(const adadelta_mpi *m, const shm_counter *c, uint64_t target,
+                                const char *what,
+                                void (*who)(const adadelta_mpi *m, char *buf, size_t n))
+{
+    if (adadelta_mpi__load(c) >= target)
+        return;
+    waiter w;
+    adadelta_mpi__wait_start(&w);
+    while (adadelta_mpi__load(c) < target)
+        adadelta_mpi__wait_poll(m, &w, what, who);
+}
