@@ -145,6 +145,27 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_set_bucket_bytes(adadelta_mpi *opt, int64_t
  * error instead of a hang. Local. */
 ADADELTA_MPI_EXTERN int adadelta_mpi_set_timeout(adadelta_mpi *opt, double seconds);
 
+/* The compressed gradient exchange, as Horovod's Compression.fp16: each
+ * rank's float32 contribution (gradient / loss scale) is rounded to the
+ * 16-bit type (to nearest, ties to even; NaN stays NaN), the ranks' values
+ * are summed in float32 in rank order and divided by the number of ranks,
+ * and the mean is rounded to the 16-bit type too; the engines send 16-bit
+ * values (half the bytes over MPI). Every rank, engine and mode still ends
+ * with the same bits, but they are not Keras's: off by default. float16
+ * turns values beyond +-65504 into +-Inf (the finite check looks at the
+ * gradients before the rounding); bfloat16 keeps float32's range with 8
+ * bits of precision. Checkpoints (the accumulators' mean) stay exact. Before
+ * the first step; the ranks must agree (ADADELTA_EMISMATCH at the first
+ * step otherwise). ADADELTA_MPI_COMPRESSION=none|bf16|f16 in the
+ * environment sets the default. */
+typedef enum {
+    ADADELTA_MPI_COMPRESS_NONE = 0,
+    ADADELTA_MPI_COMPRESS_BF16 = 1,
+    ADADELTA_MPI_COMPRESS_F16 = 2
+} adadelta_mpi_compression;
+ADADELTA_MPI_EXTERN int adadelta_mpi_set_compression(adadelta_mpi *opt,
+                                                     adadelta_mpi_compression compression);
+
 /* The reduction engine in use: "shm" (a shared-memory window: every rank
  * on one node), "hier" (a window on each node and a chain of point-to-point
  * messages through the nodes: ranks on several nodes, each node holding

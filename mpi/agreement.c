@@ -40,6 +40,16 @@ static uint64_t config_hash(const adadelta_mpi *m, int *rc)
     return hash_i64(h, m->mode);
 }
 
+/* The layer's own settings that shape the collectives: ranks that differ
+ * would post different calls. */
+static uint64_t settings_hash(const adadelta_mpi *m)
+{
+    uint64_t h = hash_i64(ADADELTA_MPI_HASH_START, m->bucket_bytes);
+    h = hash_i64(h, m->compress);
+    const char *chunk = getenv("ADADELTA_MPI_CHUNK_ELEMENTS");
+    return adadelta_mpi__hash(h, chunk ? chunk : "", chunk ? strlen(chunk) : 0);
+}
+
 static uint64_t variables_hash(const adadelta_mpi *m)
 {
     uint64_t h = ADADELTA_MPI_HASH_START;
@@ -103,17 +113,19 @@ static void config_difference(const adadelta_mpi *m, char *out, size_t cap)
 int adadelta_mpi__check_agreement(adadelta_mpi *m)
 {
     int rc = 0;
-    uint64_t h[2], lo[2], hi[2];
+    uint64_t h[3], lo[3], hi[3];
     h[0] = config_hash(m, &rc);
     h[1] = variables_hash(m);
+    h[2] = settings_hash(m);
     if ((rc = adadelta_mpi__agree(m, rc)))
         return rc;
-    MPI_Allreduce(h, lo, 2, MPI_UINT64_T, MPI_MIN, m->comm);
-    MPI_Allreduce(h, hi, 2, MPI_UINT64_T, MPI_MAX, m->comm);
-    static const char *const what[2] = {
+    MPI_Allreduce(h, lo, 3, MPI_UINT64_T, MPI_MIN, m->comm);
+    MPI_Allreduce(h, hi, 3, MPI_UINT64_T, MPI_MAX, m->comm);
+    static const char *const what[3] = {
         "the config (adadelta_config_to_json, check_finite, mode)",
-        "the variables (number, names, shapes, order, weight-decay exclusions)"};
-    for (int i = 0; i < 2; i++)
+        "the variables (number, names, shapes, order, weight-decay exclusions)",
+        "the layer's settings (bucket bytes, compression, ADADELTA_MPI_CHUNK_ELEMENTS)"};
+    for (int i = 0; i < 3; i++)
         if (lo[i] != hi[i]) {
             char ranks[200], keys[512] = "";
             adadelta_mpi__differing_ranks(m, h[i], ranks, sizeof ranks);

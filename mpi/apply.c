@@ -38,12 +38,15 @@ void adadelta_mpi__contribute_bucket(adadelta_mpi *m, const adadelta_dist_step *
             memset(send + m->voff[v], 0, (size_t)(m->voff[v + 1] - m->voff[v]) * sizeof(float));
     if (grads && st->grads)
         CORE->contribute(m->core, st, bk->v_lo, bk->v_hi, send);
+    if (m->compressing && !m->engine->packs_contributions)
+        adadelta_mpi__round16(m->compressing, send + bk->lo, bk->hi - bk->lo);
     bk->started = 1;
     m->engine->start(m, b);
 }
 
 float *adadelta_mpi__begin_reduction(adadelta_mpi *m)
 {
+    m->compressing = 0; /* a checkpoint's mean is exact */
     for (int b = 0; b < m->n_buckets; b++)
         m->engine->reserve(m, b);
     return m->engine->contributions(m);
@@ -172,8 +175,10 @@ int adadelta_mpi__step(adadelta_mpi *m, const float *const *grads, int overlappe
     /* An update's buckets are checked for finiteness as they are
      * contributed; an accumulation-only call's gradients here. */
     int local = grads ? CORE->begin(m->core, grads, &st, !st.update) : 0;
-    if (!overlapped)
+    if (!overlapped) {
         m->nonfinite = 0;
+        m->compressing = m->compress;
+    }
     if (local)
         st.grads = NULL; /* refused here: this rank contributes zeros */
     if (st.update) {

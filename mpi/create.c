@@ -47,6 +47,10 @@ static int wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode, int local
     env = getenv("ADADELTA_MPI_SHM");
     m->shm_wanted = env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "1") ? 1 : -1;
     m->bucket_bytes = ADADELTA_MPI_DEFAULT_BUCKET_BYTES;
+    env = getenv("ADADELTA_MPI_COMPRESSION");
+    m->compress = env && !strcmp(env, "bf16")  ? ADADELTA_MPI_COMPRESS_BF16
+                  : env && !strcmp(env, "f16") ? ADADELTA_MPI_COMPRESS_F16
+                                               : ADADELTA_MPI_COMPRESS_NONE;
     env = getenv("ADADELTA_MPI_TIMEOUT");
     char *end = NULL;
     double t = env ? strtod(env, &end) : 0;
@@ -230,6 +234,24 @@ int adadelta_mpi_set_bucket_bytes(adadelta_mpi *m, int64_t bytes)
                                   "adadelta_mpi_set_bucket_bytes: bytes = %lld must be >= 1",
                                   (long long)bytes);
     m->bucket_bytes = bytes;
+    return 0;
+}
+
+int adadelta_mpi_set_compression(adadelta_mpi *m, adadelta_mpi_compression compression)
+{
+    adadelta_mpi__clear_error();
+    if (!m)
+        return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_set_compression: NULL");
+    if (m->ready)
+        return adadelta_mpi__fail(ADADELTA_ESTATE,
+                                  "adadelta_mpi_set_compression: only before the first step");
+    if (compression != ADADELTA_MPI_COMPRESS_NONE && compression != ADADELTA_MPI_COMPRESS_BF16 &&
+        compression != ADADELTA_MPI_COMPRESS_F16)
+        return adadelta_mpi__fail(ADADELTA_EINVAL,
+                                  "adadelta_mpi_set_compression: %d is not "
+                                  "ADADELTA_MPI_COMPRESS_NONE (0), _BF16 (1) or _F16 (2)",
+                                  (int)compression);
+    m->compress = compression;
     return 0;
 }
 

@@ -89,6 +89,9 @@ struct adadelta_mpi {
     int64_t steps;    /* collective steps taken (the engine's epochs) */
     double timeout;   /* stall watchdog, seconds (0 = off) */
     int shm_wanted;   /* -1 auto, 0 off, 1 on (ADADELTA_MPI_SHM) */
+    int compress;     /* adadelta_mpi_compression of the gradient exchange */
+    int compressing;  /* the reduction under way is compressed (a step's, */
+                      /* not a checkpoint's): the kind, or 0 */
 
     const reduce_engine *engine;
     void *engine_state;
@@ -178,6 +181,7 @@ void adadelta_mpi__wait_requests(const adadelta_mpi *m, int n, MPI_Request *req,
  * and, in sharded mode after an update, gather_variables(). */
 struct reduce_engine {
     const char *name;
+    int packs_contributions; /* compressed: start() rounds as it packs */
     int (*setup)(adadelta_mpi *m);
     void (*destroy)(adadelta_mpi *m);
     float *(*contributions)(adadelta_mpi *m);
@@ -205,9 +209,17 @@ void adadelta_mpi__rank_order_mean(const adadelta_mpi *m, const float *const *in
                                    int64_t n);
 /* A stretch of that sum: out = in_0 + ... + in_{n_in-1} (from_out: out +=
  * them), then divided by R if `divide`: the same operations in the same
- * order as the whole sum when the stretches follow each other. */
+ * order as the whole sum when the stretches follow each other. A divided
+ * mean of a compressed reduction is rounded to its 16-bit type. */
 void adadelta_mpi__rank_order_sum(const adadelta_mpi *m, const float *const *in, int n_in,
                                   float *out, int64_t n, int from_out, int divide);
+
+/* ------------------------------------------------------------ compress.c */
+/* 16-bit values of `kind` (adadelta_mpi_compression) from float32 and
+ * back; round16: x = float32(16-bit(x)) in place. */
+void adadelta_mpi__pack16(int kind, const float *in, uint16_t *out, int64_t n);
+void adadelta_mpi__unpack16(int kind, const uint16_t *in, float *out, int64_t n);
+void adadelta_mpi__round16(int kind, float *x, int64_t n);
 
 /* ------------------------------------------------------------ nodes.c */
 /* The ranks that share this rank's node (ADADELTA_MPI_NODE_RANKS=<L> on

@@ -49,6 +49,7 @@ int adadelta_mpi_begin_step(adadelta_mpi *m)
         (rc = adadelta_mpi__check_identical(m, "before the first step")))
         return rc;
     open_step *o = &m->ostep;
+    m->compressing = m->compress;
     CORE->plan(m->core, &o->st);
     o->st.grads = o->grads;
     o->open = 1;

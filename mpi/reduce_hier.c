@@ -20,6 +20,9 @@
  * its rotating sum order would not be the ranks' order), and no node sends
  * more than another; within a node nothing is copied but the sums.
  *
+ * A compressed step (compress.c) sends the mean as 16-bit values; the
+ * partial sums stay float32, as the sum is float32.
+ *
  * The messages are point-to-point on a communicator of their own, tagged
  * by piece, advanced with MPI_Test in progress() (the overlap API's
  * grad_ready calls) and finish(). Window counters (as in reduce_shm.c):
@@ -74,6 +77,7 @@ typedef struct hier {
     int *first_piece;    /* per bucket, n_buckets + 1 */
     int *added_left, *done_left; /* per bucket: my pieces still to add, to end */
     float *flat;         /* sharded: the gather of the variables */
+    uint16_t *mean16;    /* compressed: the mean as it travels */
     int *cnt, *dsp;
     MPI_Datatype flags_type;
     MPI_Op flags_op;
@@ -171,6 +175,7 @@ static void hier_destroy(adadelta_mpi *m)
     free(e->added_left);
     free(e->done_left);
     free(e->flat);
+    free(e->mean16);
     free(e->cnt);
     free(e->dsp);
     free(e);
@@ -212,8 +217,11 @@ static int alloc_local(adadelta_mpi *m, hier *e)
     e->dsp = calloc((size_t)m->size, sizeof *e->dsp);
     if (m->mode == ADADELTA_MPI_SHARDED)
         e->flat = calloc((size_t)(m->total > 0 ? m->total : 1), sizeof(float));
+    if (m->compress)
+        e->mean16 = calloc((size_t)(m->total > 0 ? m->total : 1), sizeof(uint16_t));
     if (!e->contrib || !e->pieces || !e->first_piece || !e->added_left ||
-        !e->done_left || !e->cnt || !e->dsp || (m->mode == ADADELTA_MPI_SHARDED && !e->flat))
+        !e->done_left || !e->cnt || !e->dsp || (m->mode == ADADELTA_MPI_SHARDED && !e->flat) ||
+        (m->compress && !e->mean16))
         return adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi: out of memory");
     if (j < e->parts)
         count_pieces(m, j, e->parts, e->piece_max, e);
@@ -311,6 +319,10 @@ static void advance(adadelta_mpi *m, hier *e, piece *p)
     uint64_t L = (uint64_t)e->nl.local_size;
     float *at = e->mean + p->lo;
     int partial = 2 * (int)(p - e->pieces), mean = partial + 1;
+    /* where the mean travels from and to: 16-bit values when compressed */
+    int kind = m->compressing;
+    void *travel = kind ? (void *)(e->mean16 + p->lo) : (void *)at;
+    MPI_Datatype type = kind ? MPI_UINT16_T : MPI_FLOAT;
     if (p->phase == IDLE) {
         /* the node's ranks must be done reading the previous step's mean */
         if (!m->buckets[p->b].started || load(e->ended) < L * (uint64_t)e->ends)
@@ -325,23 +337,29 @@ static void advance(adadelta_mpi *m, hier *e, piece *p)
         add_node(m, e, p);
         if (--e->added_left[p->b] == 0)
             bump(&e->summed[p->b]);
-        MPI_Isend(at, count, MPI_FLOAT, peer(e, last ? 0 : k + 1), last ? mean : partial,
-                  e->chain, &p->send);
+        if (last && kind)
+            adadelta_mpi__pack16(kind, at, e->mean16 + p->lo, p->n);
+        if (last)
+            MPI_Isend(travel, count, type, peer(e, 0), mean, e->chain, &p->send);
+        else
+            MPI_Isend(at, count, MPI_FLOAT, peer(e, k + 1), partial, e->chain, &p->send);
         p->phase = SEND;
     }
     if (p->phase == SEND) {
         if (!test(&p->send))
             return;
         if (!last)
-            MPI_Irecv(at, count, MPI_FLOAT, peer(e, k == 0 ? K - 1 : k - 1), mean, e->chain,
+            MPI_Irecv(travel, count, type, peer(e, k == 0 ? K - 1 : k - 1), mean, e->chain,
                       &p->recv);
         p->phase = last ? DONE : FINAL;
     }
     if (p->phase == FINAL) {
         if (!test(&p->recv))
             return;
+        if (kind)
+            adadelta_mpi__unpack16(kind, e->mean16 + p->lo, at, p->n);
         if (k + 1 < K - 1)
-            MPI_Isend(at, count, MPI_FLOAT, peer(e, k + 1), mean, e->chain, &p->send);
+            MPI_Isend(travel, count, type, peer(e, k + 1), mean, e->chain, &p->send);
         p->phase = k + 1 < K - 1 ? FORWARD : DONE;
     }
     if (p->phase == FORWARD) {

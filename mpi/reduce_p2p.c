@@ -6,7 +6,8 @@
  * MPI_Iallgatherv then spreads the mean. The alltoallvs run on one
  * communicator in bucket order and the allgathers on another in piece
  * order, so every rank posts each communicator's collectives in the same
- * order, whatever order its buckets became ready in. */
+ * order, whatever order its buckets became ready in. A compressed step
+ * (compress.c) sends both as 16-bit values, through buffers of their own. */
 #include "mpi_internal.h"
 
 #include <limits.h>
@@ -19,6 +20,7 @@ typedef struct piece {
     int *cnt, *dsp;     /* per rank: its part's size and offset from lo */
     int *rcnt, *rdsp;   /* receive: my part from each rank, in rank order */
     float *recv;        /* R * my_n */
+    uint16_t *recv16;   /* the same, compressed */
     MPI_Request a2a, ag;
     int posted, summed, gathering;
 } piece;
@@ -33,6 +35,7 @@ typedef struct p2p {
     int *first_piece; /* per bucket, n_buckets + 1 */
     int *ints;        /* storage of the pieces' count arrays */
     int *gcnt, *gdsp; /* scratch for whole-buffer gathers */
+    uint16_t *send16, *mean16, *recv16; /* compressed: as send, mean, recv */
     MPI_Datatype flags_type;
     MPI_Op flags_op;
 } p2p;
@@ -60,6 +63,9 @@ static void p2p_destroy(adadelta_mpi *m)
     free(e->ints);
     free(e->gcnt);
     free(e->gdsp);
+    free(e->send16);
+    free(e->mean16);
+    free(e->recv16);
     free(e);
     m->engine_state = NULL;
 }
@@ -100,7 +106,9 @@ static void make_pieces(adadelta_mpi *m, p2p *e)
                 p->rcnt[r] = (int)p->my_n;
                 p->rdsp[r] = (int)(p->my_n * r);
             }
-            p->recv = e->recv + (p->my_n ? (size_t)R * (size_t)(p->my_lo - own) : 0);
+            size_t at = p->my_n ? (size_t)R * (size_t)(p->my_lo - own) : 0;
+            p->recv = e->recv + at;
+            p->recv16 = e->recv16 ? e->recv16 + at : NULL;
         }
     }
     e->first_piece[m->n_buckets] = k;
@@ -124,8 +132,15 @@ static int p2p_alloc(adadelta_mpi *m, p2p *e)
     e->ints = calloc((size_t)(e->n_pieces + 1) * 4 * (size_t)R, sizeof(int));
     e->gcnt = calloc((size_t)R, sizeof(int));
     e->gdsp = calloc((size_t)R, sizeof(int));
+    if (m->compress) {
+        size_t n = (size_t)(m->total > 0 ? m->total : 1);
+        e->send16 = calloc(n, sizeof(uint16_t));
+        e->mean16 = calloc(n, sizeof(uint16_t));
+        e->recv16 = calloc((size_t)(R * mine > 0 ? R * mine : 1), sizeof(uint16_t));
+    }
+    int short16 = m->compress && (!e->send16 || !e->mean16 || !e->recv16);
     if (!e->send || !e->mean || !e->recv || !e->pieces || !e->first_piece || !e->ints ||
-        !e->gcnt || !e->gdsp)
+        !e->gcnt || !e->gdsp || short16)
         return adadelta_mpi__fail(ADADELTA_ENOMEM,
                                   "adadelta_mpi: out of memory for the %lld-element buffers",
                                   (long long)m->total);
@@ -156,8 +171,14 @@ static void p2p_start(adadelta_mpi *m, int b)
     p2p *e = state(m);
     for (int k = e->first_piece[b]; k < e->first_piece[b + 1]; k++) {
         piece *p = &e->pieces[k];
-        MPI_Ialltoallv(e->send + p->lo, p->cnt, p->dsp, MPI_FLOAT, p->recv, p->rcnt, p->rdsp,
-                       MPI_FLOAT, e->a2a_comm, &p->a2a);
+        if (m->compressing) {
+            adadelta_mpi__pack16(m->compressing, e->send + p->lo, e->send16 + p->lo, p->hi - p->lo);
+            MPI_Ialltoallv(e->send16 + p->lo, p->cnt, p->dsp, MPI_UINT16_T, p->recv16, p->rcnt,
+                           p->rdsp, MPI_UINT16_T, e->a2a_comm, &p->a2a);
+        } else {
+            MPI_Ialltoallv(e->send + p->lo, p->cnt, p->dsp, MPI_FLOAT, p->recv, p->rcnt,
+                           p->rdsp, MPI_FLOAT, e->a2a_comm, &p->a2a);
+        }
         p->posted = 1;
         p->summed = p->gathering = 0;
     }
@@ -169,11 +190,18 @@ static void sum_piece(adadelta_mpi *m, piece *p)
 {
     p2p *e = state(m);
     const float *in[m->size > 0 ? m->size : 1];
+    if (m->compressing)
+        adadelta_mpi__unpack16(m->compressing, p->recv16, p->recv, (int64_t)m->size * p->my_n);
     for (int r = 0; r < m->size; r++)
         in[r] = p->recv + (size_t)r * (size_t)p->my_n;
     adadelta_mpi__rank_order_mean(m, in, e->mean + p->my_lo, p->my_n);
     p->summed = 1;
-    if (m->mode == ADADELTA_MPI_REPLICATED) {
+    if (m->mode == ADADELTA_MPI_REPLICATED && m->compressing) {
+        adadelta_mpi__pack16(m->compressing, e->mean + p->my_lo, e->mean16 + p->my_lo, p->my_n);
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, e->mean16 + p->lo, p->cnt, p->dsp,
+                        MPI_UINT16_T, e->ag_comm, &p->ag);
+        p->gathering = 1;
+    } else if (m->mode == ADADELTA_MPI_REPLICATED) {
         MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, e->mean + p->lo, p->cnt, p->dsp,
                         MPI_FLOAT, e->ag_comm, &p->ag);
         p->gathering = 1;
@@ -224,8 +252,12 @@ static void p2p_end(adadelta_mpi *m)
     p2p *e = state(m);
     for (int k = 0; k < e->n_pieces; k++) {
         piece *p = &e->pieces[k];
-        if (p->gathering)
+        if (p->gathering) {
             adadelta_mpi__wait_request(m, &p->ag, "the mean's allgather");
+            if (m->compressing) /* my part is there already, the same bits */
+                adadelta_mpi__unpack16(m->compressing, e->mean16 + p->lo, e->mean + p->lo,
+                                       p->hi - p->lo);
+        }
         p->posted = p->summed = p->gathering = 0;
     }
 }
@@ -242,6 +274,7 @@ static void p2p_gather_variables(adadelta_mpi *m)
 
 const reduce_engine adadelta_mpi__p2p_engine = {
     .name = "p2p",
+    .packs_contributions = 1,
     .setup = p2p_setup,
     .destroy = p2p_destroy,
     .contributions = p2p_contributions,

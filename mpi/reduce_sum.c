@@ -9,6 +9,7 @@ typedef struct sum_ctx {
     float *out;
     int from_out, divide;
     float fr;
+    int round16; /* compression kind of the mean, or 0 */
 } sum_ctx;
 
 /* Inside a block the ranks are added one after the other in vector loops
@@ -35,13 +36,15 @@ static void sum_block(int64_t lo, int64_t hi, void *vctx)
 #pragma omp simd
         for (int64_t i = lo; i < hi; i++)
             out[i] = out[i] / fr;
+        if (c->round16)
+            adadelta_mpi__round16(c->round16, out + lo, hi - lo);
     }
 }
 
 void adadelta_mpi__rank_order_sum(const adadelta_mpi *m, const float *const *in, int n_in,
                                   float *out, int64_t n, int from_out, int divide)
 {
-    sum_ctx c = {in, n_in, out, from_out, divide, (float)m->size};
+    sum_ctx c = {in, n_in, out, from_out, divide, (float)m->size, m->compressing};
     CORE->parallel_blocks(m->core, n, 4096, sum_block, &c);
 }
 

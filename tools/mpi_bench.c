@@ -6,7 +6,7 @@
  *       [--elements N] [--tensors T] [--threads P] [--steps S] [--rounds K]
  *       [--warmup W] [--mode replicated|sharded|both]
  *       [--features plain|weight_decay|global_clipnorm|ema|all]
- *       [--layers L] [--no-overlap] [--bucket-bytes B]
+ *       [--layers L] [--no-overlap] [--bucket-bytes B] [--compression bf16|f16]
  *
  * For each size (N = 2^A ... 2^B elements per tensor, or the one N) rank 0
  * prints one JSON line per mode with
@@ -28,7 +28,11 @@
  *                           variables and threads, on every rank at once
  *   agreements_per_step     per-step agreements (one small collective or one
  *                           shared-memory exchange) counted by the layer
- *   engine                  "shm" or "p2p" (ADADELTA_MPI_SHM=0|1 forces)
+ *   engine                  "shm", "hier" or "p2p" (ADADELTA_MPI_SHM=0|1 forces)
+ * With --compression bf16|f16 the replicated line also has
+ *   step_compressed_seconds the replicated step (copied gradients) with the
+ *                           compressed exchange, timed in the same rounds
+ *   compressed_ratio        step_compressed_seconds / step_seconds
  * and one line per mode with "path":"overlap": L layers of N*T/L elements,
  * a simulated backward pass of L compute loops of known length (busy waits
  * on the clock, together 1.5 blocking steps long), once followed by one
@@ -66,6 +70,7 @@ typedef struct {
     int bits;
     int layers, overlap;
     int64_t bucket_bytes; /* 0: the layer's default */
+    int compression;      /* adadelta_mpi_compression of the extra method */
     int checkpoint;       /* --checkpoint */
     const char *dir;
     int64_t buffer_bytes;
@@ -149,7 +154,8 @@ typedef struct bench_opt {
     int stepped;
 } bench_opt;
 
-static void open_opt(bench_opt *b, const options *o, int64_t n, int64_t T, adadelta_mpi_mode mode)
+static void open_opt(bench_opt *b, const options *o, int64_t n, int64_t T, adadelta_mpi_mode mode,
+                     int compression)
 {
     memset(b, 0, sizeof *b);
     b->n = n;
@@ -160,6 +166,8 @@ static void open_opt(bench_opt *b, const options *o, int64_t n, int64_t T, adade
     check(adadelta_mpi_set_threads(b->o, o->threads), "adadelta_mpi_set_threads");
     if (o->bucket_bytes)
         check(adadelta_mpi_set_bucket_bytes(b->o, o->bucket_bytes), "adadelta_mpi_set_bucket_bytes");
+    check(adadelta_mpi_set_compression(b->o, (adadelta_mpi_compression)compression),
+          "adadelta_mpi_set_compression");
     b->var = alloc_block(n * T, o->threads, 0);
     b->grad = alloc_block(n * T, o->threads, 1);
     b->g = must(malloc((size_t)T * sizeof *b->g));
@@ -360,13 +368,23 @@ static double time_update(const options *o, int64_t n, int steps)
     return t;
 }
 
-enum { ALLREDUCE, SHM_LIMIT, REPLICATED, REPLICATED_ZC, SHARDED, SHARDED_ZC, N_METHODS };
+enum {
+    ALLREDUCE,
+    SHM_LIMIT,
+    REPLICATED,
+    REPLICATED_ZC,
+    SHARDED,
+    SHARDED_ZC,
+    COMPRESSED,
+    N_METHODS
+};
 
 /* Every method's samples, in rounds that alternate the order (ABBA). */
 static void time_all(const options *o, limits *l, bench_opt *opt, int steps, double *med)
 {
     double *samples[N_METHODS];
-    int have[N_METHODS] = {1, l->shm, o->modes & 1, o->modes & 1, o->modes & 2, o->modes & 2};
+    int have[N_METHODS] = {1,           l->shm,       o->modes & 1,   o->modes & 1,
+                           o->modes & 2, o->modes & 2, o->compression && (o->modes & 1)};
     for (int k = 0; k < N_METHODS; k++)
         samples[k] = must(calloc((size_t)steps + 1, sizeof(double)));
     int per = steps / o->rounds > 0 ? steps / o->rounds : 1, done = 0;
@@ -376,7 +394,7 @@ static void time_all(const options *o, limits *l, bench_opt *opt, int steps, dou
             int k = r % 2 ? N_METHODS - 1 - j : j;
             if (!have[k])
                 continue;
-            bench_opt *b = k >= SHARDED ? &opt[1] : &opt[0];
+            bench_opt *b = k == COMPRESSED ? &opt[2] : k >= SHARDED ? &opt[1] : &opt[0];
             int zc = k == REPLICATED_ZC || k == SHARDED_ZC;
             for (int s = -1; s < now; s++) { /* one untimed step per round */
                 double t = k == ALLREDUCE   ? timed_allreduce(l)
@@ -429,7 +447,7 @@ static void print_overlap(const options *o, int64_t n, adadelta_mpi_mode mode, i
     if (per < 1)
         return;
     bench_opt b;
-    open_opt(&b, o, per, L, mode);
+    open_opt(&b, o, per, L, mode, ADADELTA_MPI_COMPRESS_NONE);
     double *s[2] = {must(calloc((size_t)steps, sizeof(double))),
                     must(calloc((size_t)steps, sizeof(double)))};
     /* the compute: 1.5 blocking steps, cut into L layers */
@@ -474,11 +492,17 @@ static void print_step(const options *o, int64_t n, int m, const double *med, do
            "\"engine\":\"%s\",\"step_seconds\":%.6g,\"step_zero_copy_seconds\":%.6g,"
            "\"allreduce_seconds\":%.6g,\"ratio\":%.4f,\"ratio_zero_copy\":%.4f,"
            "\"shm_limit_seconds\":%.6g,\"update_seconds\":%.6g,"
-           "\"agreements_per_step\":%.3f,\"state_bytes_per_rank\":%zu}\n",
+           "\"agreements_per_step\":%.3f,\"state_bytes_per_rank\":%zu",
            m ? "sharded" : "replicated", nranks, o->threads, (long long)n,
            (long long)o->tensors, o->features, b->stepped, adadelta_mpi_engine(b->o), st, zc, ar,
            st / ar, zc / ar, shm, t_up, (double)b->agreements / b->stepped,
            adadelta_mpi_state_bytes(b->o));
+    if (!m && o->compression)
+        printf(",\"compression\":\"%s\",\"step_compressed_seconds\":%.6g,"
+               "\"compressed_ratio\":%.4f",
+               o->compression == ADADELTA_MPI_COMPRESS_F16 ? "f16" : "bf16", med[COMPRESSED],
+               med[COMPRESSED] / st);
+    printf("}\n");
     fflush(stdout);
 }
 
@@ -493,10 +517,11 @@ static void run_size(const options *o, int64_t n)
     double t_up = time_update(o, n, steps);
     limits l;
     open_limits(&l, total, o->threads);
-    bench_opt opt[2];
-    for (int m = 0; m < 2; m++)
-        if (o->modes & (1 << m)) {
-            open_opt(&opt[m], o, n, o->tensors, (adadelta_mpi_mode)m);
+    bench_opt opt[3]; /* replicated, sharded, replicated compressed */
+    for (int m = 0; m < 3; m++)
+        if (m < 2 ? o->modes & (1 << m) : o->compression && (o->modes & 1)) {
+            open_opt(&opt[m], o, n, o->tensors, (adadelta_mpi_mode)(m == 1),
+                     m == 2 ? o->compression : ADADELTA_MPI_COMPRESS_NONE);
             for (int w = 0; w < o->warmup; w++)
                 timed_step(&opt[m], 0);
             opt[m].agreements = 0;
@@ -510,6 +535,8 @@ static void run_size(const options *o, int64_t n)
                 print_step(o, n, m, med, t_up, &opt[m]);
             close_opt(&opt[m]);
         }
+    if (o->compression && (o->modes & 1))
+        close_opt(&opt[2]);
     close_limits(&l);
     if (o->overlap)
         for (int m = 0; m < 2; m++)
@@ -525,7 +552,7 @@ static void usage(void)
                "  [--tensors T] [--threads P] [--steps S] [--rounds K] [--warmup W]\n"
                "  [--mode replicated|sharded|both] [--features "
                "plain|weight_decay|global_clipnorm|ema|all]\n"
-               "  [--layers L] [--no-overlap] [--bucket-bytes B]\n"
+               "  [--layers L] [--no-overlap] [--bucket-bytes B] [--compression bf16|f16]\n"
                "       mpirun -np R adadelta-mpi-bench --checkpoint [--elements N] "
                "[--mode ...] [--rounds K]\n"
                "  [--dir D] [--buffer-bytes B]\n");
@@ -578,7 +605,13 @@ static void parse(int argc, char **argv, options *o)
             o->layers = (int)parse_int(f, v, 1, 1 << 20);
         else if (!strcmp(f, "--bucket-bytes"))
             o->bucket_bytes = parse_int(f, v, 1, INT64_C(1) << 40);
-        else if (!strcmp(f, "--dir"))
+        else if (!strcmp(f, "--compression")) {
+            o->compression = !strcmp(v, "bf16") ? ADADELTA_MPI_COMPRESS_BF16
+                             : !strcmp(v, "f16") ? ADADELTA_MPI_COMPRESS_F16
+                                                 : -1;
+            if (o->compression < 0)
+                fail("unknown --compression %s (bf16 or f16)", v);
+        } else if (!strcmp(f, "--dir"))
             o->dir = v;
         else if (!strcmp(f, "--buffer-bytes"))
             o->buffer_bytes = parse_int(f, v, 4096, INT64_C(1) << 30);

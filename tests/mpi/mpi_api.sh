@@ -1,9 +1,10 @@
 #!/bin/sh
-# test_mpi_api and test_mpi_overlap (cmocka) under mpirun with 2, 3 and 4
+# test_mpi_api, test_mpi_overlap and test_mpi_compression (cmocka) under
+# mpirun with 2, 3 and 4
 # ranks, and with 4 ranks on two pretend nodes (ADADELTA_MPI_NODE_RANKS=2:
 # every case through the engine for several nodes).
 . "${MPI_TEST_SRCDIR:-.}/mpi_common.sh"
-for prog in "$TEST_MPI_API" "$TEST_MPI_OVERLAP"; do
+for prog in "$TEST_MPI_API" "$TEST_MPI_OVERLAP" "$TEST_MPI_COMPRESSION"; do
     for np in 2 3 4; do
         start=$(date +%s)
         if run_mpi "$np" "$prog"; then
