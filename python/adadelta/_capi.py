@@ -142,6 +142,7 @@ _MPI = [
     ("adadelta_mpi_end_step", c_int, [c_void_p]),
     ("adadelta_mpi_set_bucket_bytes", c_int, [c_void_p, c_int64]),
     ("adadelta_mpi_set_timeout", c_int, [c_void_p, c_double]),
+    ("adadelta_mpi_set_compression", c_int, [c_void_p, c_int]),
     ("adadelta_mpi_engine", c_char_p, [c_void_p]),
     ("adadelta_mpi_save", c_int, [c_void_p, c_char_p]),
     ("adadelta_mpi_load", c_int, [c_void_p, c_char_p]),

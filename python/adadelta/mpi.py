@@ -84,13 +84,23 @@ def _check_comm_mode(comm, mode):
     return comm
 
 
+_COMPRESSIONS = {None: 0, "none": 0, "bf16": 1, "f16": 2}
+
+
+def _check_compression(compression):
+    if compression not in _COMPRESSIONS:
+        raise errors.invalid("compression must be None, 'bf16' or 'f16', got %r" % (compression,))
+    return compression
+
+
 class _MPIMixin:
     """The MPI layer's calls in place of the core's (see adadelta.optimizer)."""
 
     _mpi = None
 
-    def _mpi_setup(self, comm, mode, bucket_bytes, timeout):
+    def _mpi_setup(self, comm, mode, bucket_bytes, timeout, compression=None):
         self._comm = _check_comm_mode(comm, mode)
+        self._compression = _check_compression(compression)
         if bucket_bytes is not None and (isinstance(bucket_bytes, bool) or int(bucket_bytes) < 1):
             raise errors.invalid("bucket_bytes must be an integer >= 1, got %r" % (bucket_bytes,))
         if timeout is not None and not float(timeout) >= 0:
@@ -119,6 +129,9 @@ class _MPIMixin:
                 _capi.check(self._mlib.adadelta_mpi_set_bucket_bytes(m, int(self._bucket_bytes)))
             if self._timeout is not None:
                 _capi.check(self._mlib.adadelta_mpi_set_timeout(m, float(self._timeout)))
+            if self._compression is not None:
+                _capi.check(self._mlib.adadelta_mpi_set_compression(
+                    m, _COMPRESSIONS[self._compression]))
         except BaseException:
             self._mlib.adadelta_mpi_destroy(m)  # and the core with it
             self._core_consumed = True
@@ -280,11 +293,14 @@ class Adadelta(_MPIMixin, _optimizer.Adadelta):
     """adadelta.Adadelta over MPI ranks (numpy arrays; see the module's
     docstring). comm: an mpi4py communicator (default COMM_WORLD); mode:
     "replicated" or "sharded"; bucket_bytes: bucket size of the overlapped
-    step (default 4 MiB); timeout: stall watchdog in seconds (0: never).
+    step (default 4 MiB); timeout: stall watchdog in seconds (0: never);
+    compression: None, or "bf16" / "f16" for the compressed gradient
+    exchange (Horovod's Compression.fp16; not Keras's bits, see the README).
     The other arguments are keras.optimizers.Adadelta's."""
 
-    def __init__(self, comm=None, mode="replicated", bucket_bytes=None, timeout=None, **kwargs):
-        self._mpi_setup(comm, mode, bucket_bytes, timeout)
+    def __init__(self, comm=None, mode="replicated", bucket_bytes=None, timeout=None,
+                 compression=None, **kwargs):
+        self._mpi_setup(comm, mode, bucket_bytes, timeout, compression)
         _optimizer.Adadelta.__init__(self, **kwargs)
 
 
@@ -293,8 +309,8 @@ class LossScaleOptimizer(_MPIMixin, _optimizer.LossScaleOptimizer):
     collective)."""
 
     def __init__(self, inner_optimizer, comm=None, mode="replicated", bucket_bytes=None,
-                 timeout=None, **kwargs):
-        self._mpi_setup(comm, mode, bucket_bytes, timeout)
+                 timeout=None, compression=None, **kwargs):
+        self._mpi_setup(comm, mode, bucket_bytes, timeout, compression)
         _optimizer.LossScaleOptimizer.__init__(self, inner_optimizer, **kwargs)
 
 
@@ -309,7 +325,7 @@ def _torch_class():
         its part of the batch and calls step(); the gradients are averaged
         over the ranks.
 
-        comm, mode, bucket_bytes, timeout: as adadelta.mpi.Adadelta.
+        comm, mode, bucket_bytes, timeout, compression: as adadelta.mpi.Adadelta.
         overlap=True: each parameter's gradient is reported from an autograd
         hook as soon as backward has accumulated it (the reduction overlaps
         the rest of the backward pass); step() reports what is left (None or
@@ -323,8 +339,9 @@ def _torch_class():
         """
 
         def __init__(self, params, comm=None, mode="replicated", overlap=True,
-                     bucket_bytes=None, timeout=None, **kwargs):
+                     bucket_bytes=None, timeout=None, compression=None, **kwargs):
             self._comm = _check_comm_mode(comm, mode)
+            self._compression = _check_compression(compression)
             self._mode = mode
             self._bucket_bytes = bucket_bytes
             self._timeout = timeout
@@ -336,7 +353,8 @@ def _torch_class():
 
         def _make_group(self, group, names, index):
             engine = Adadelta(comm=self._comm, mode=self._mode, bucket_bytes=self._bucket_bytes,
-                              timeout=self._timeout, **self._engine_kwargs(group))
+                              timeout=self._timeout, compression=self._compression,
+                              **self._engine_kwargs(group))
             if self._threads is not None:
                 engine.threads = self._threads
             return adtorch._Group(engine, group, names)

@@ -99,6 +99,40 @@ def test_numpy_equals_one_process_on_the_mean_gradient(mode, overlap):
     opt.close()
 
 
+def to_16(x, kind):
+    """x rounded to bfloat16 (through torch's conversion) or float16 (numpy's),
+    back in float32: conversions independent of the library's."""
+    if kind == "f16":
+        return x.astype(np.float16).astype(np.float32)
+    torch = pytest.importorskip("torch", reason="torch is not installed (python3-torch)")
+    return torch.from_numpy(x).to(torch.bfloat16).to(torch.float32).numpy()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("kind", ["bf16", "f16"])
+def test_numpy_compressed_exchange(mode, kind):
+    steps = 6
+    kw = dict(learning_rate=0.5, weight_decay=0.01)
+    vs = initial()
+    opt = adadelta.mpi.Adadelta(comm=COMM, mode=mode, compression=kind, **kw)
+    opt.build(vs, NAMES)
+    for k in range(steps):
+        opt.apply(local_grads(k, R))
+    assert identical_on_ranks(vs)
+    ref = initial()
+    one = adadelta.Adadelta(**kw)
+    one.build(ref, NAMES)
+    for k in range(steps):
+        g0, g1 = local_grads(k, 0), local_grads(k, 1)
+        one.apply([None if a is None else to_16((to_16(a, kind) + to_16(b, kind)) / np.float32(2), kind)
+                   for a, b in zip(g0, g1)])
+    for a, b in zip(vs, ref):
+        assert a.tobytes() == b.tobytes()
+    opt.close()
+    with pytest.raises(errors.InvalidArgumentError):
+        adadelta.mpi.Adadelta(comm=COMM, compression="fp8")
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_numpy_save_load_resume(mode, shared_dir):
     path = os.path.join(shared_dir, "state.safetensors")

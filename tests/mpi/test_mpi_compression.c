@@ -10,8 +10,9 @@
  *    divided by R, rounded again;
  *  - gradients that need every rounding case: float16 subnormals, values
  *    of a few hundred, ties;
- *  - ranks that disagree on the compression fail the first step on every
- *    rank with ADADELTA_EMISMATCH, naming the setting; a bad value is
+ *  - ranks that disagree on the compression (or on the bucket size) fail
+ *    the first step on every rank with ADADELTA_EMISMATCH, naming the
+ *    setting, and change nothing (no hang); a bad value is
  *    EINVAL and a change after the first step ESTATE, changing nothing. */
 #include "mpi_harness.h"
 
@@ -221,6 +222,25 @@ static void test_ranks_disagree(void **state)
     model_free(&m);
 }
 
+static void test_ranks_disagree_on_buckets(void **state)
+{
+    (void)state;
+    adadelta_config cfg;
+    adadelta_config_default(&cfg);
+    model m;
+    model_init(&m);
+    adadelta_mpi *o = make(&cfg, ADADELTA_MPI_REPLICATED, &m);
+    AGREE(o != NULL);
+    AGREE(adadelta_mpi_set_bucket_bytes(o, me == 0 ? 4096 : 1 << 20) == 0);
+    float before = m.data[2][3];
+    int rc = run(o, &m, 0, 1, 0);
+    AGREE(R == 1 || rc == ADADELTA_EMISMATCH);
+    AGREE(R == 1 || strstr(adadelta_mpi_last_error(), "bucket bytes") != NULL);
+    AGREE(m.data[2][3] == before || R == 1);
+    adadelta_mpi_destroy(o);
+    model_free(&m);
+}
+
 static void test_bad_values(void **state)
 {
     (void)state;
@@ -247,6 +267,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_compressed_equals_reference),
         cmocka_unit_test(test_rounding_changes_the_result),
         cmocka_unit_test(test_ranks_disagree),
+        cmocka_unit_test(test_ranks_disagree_on_buckets),
         cmocka_unit_test(test_bad_values),
     };
     return RUN_MPI_TESTS(argc, argv, tests);
