@@ -234,12 +234,14 @@ static int hier_setup(adadelta_mpi *m)
 {
     hier *e = calloc(1, sizeof *e);
     m->engine_state = e;
+    if (e) { /* before any return: destroy() frees what is not NULL */
+        e->win = MPI_WIN_NULL;
+        e->node = e->chain = MPI_COMM_NULL;
+        e->flags_type = MPI_DATATYPE_NULL;
+    }
     int rc = e ? 0 : adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi: out of memory");
     if ((rc = adadelta_mpi__agree(m, rc)))
         return rc;
-    e->win = MPI_WIN_NULL;
-    e->node = e->chain = MPI_COMM_NULL;
-    e->flags_type = MPI_DATATYPE_NULL;
     adadelta_mpi__node_comm(m, &e->node);
     MPI_Comm_set_errhandler(e->node, MPI_ERRORS_RETURN);
     if ((rc = adadelta_mpi__node_layout(m, e->node, &e->nl)))
