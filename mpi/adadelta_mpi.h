@@ -135,7 +135,8 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_end_step(adadelta_mpi *opt);
 ADADELTA_MPI_EXTERN void *adadelta_mpi_gradient_buffer(adadelta_mpi *opt, int index);
 
 /* Bucket size of the overlapped step, before the first step (default
- * 4 MiB). Local; every rank must set the same. */
+ * 4 MiB). Local; every rank must set the same (the first step fails with
+ * ADADELTA_EMISMATCH on every rank otherwise). */
 ADADELTA_MPI_EXTERN int adadelta_mpi_set_bucket_bytes(adadelta_mpi *opt, int64_t bytes);
 
 /* Stall watchdog: a wait of the layer that lasts longer than `seconds`
@@ -155,9 +156,10 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_set_timeout(adadelta_mpi *opt, double secon
  * turns values beyond +-65504 into +-Inf (the finite check looks at the
  * gradients before the rounding); bfloat16 keeps float32's range with 8
  * bits of precision. Checkpoints (the accumulators' mean) stay exact. Before
- * the first step; the ranks must agree (ADADELTA_EMISMATCH at the first
- * step otherwise). ADADELTA_MPI_COMPRESSION=none|bf16|f16 in the
- * environment sets the default. */
+ * the first step. Local; every rank must set the same (the first step fails
+ * with ADADELTA_EMISMATCH on every rank otherwise).
+ * ADADELTA_MPI_COMPRESSION=none|bf16|f16 in the environment sets the
+ * default. */
 typedef enum {
     ADADELTA_MPI_COMPRESS_NONE = 0,
     ADADELTA_MPI_COMPRESS_BF16 = 1,
