@@ -17,7 +17,7 @@
 #   4. with --system (root, Linux): make install to the default prefix
 #      /usr/local inside a private mount namespace (a tmpfs over /usr/local,
 #      a copy of /etc), showing that without ldconfig a program fails with
-#      "libadadelta.so.1: cannot open shared object file" and that make
+#      "libadadelta.so.2: cannot open shared object file" and that make
 #      install's hook fixes it. Nothing outside the namespace changes.
 #
 # Usage:  docs/check_install.sh [--system] [--keep] [--tarball FILE] [--jobs N]
@@ -110,13 +110,13 @@ echo "      MPI layer: $mpi"
 
 echo "== make install DESTDIR=$stage"
 check "make install DESTDIR=..." install-stage.log make -j"$jobs" install DESTDIR="$stage"
-expect="bin/adadelta-replay bin/adadelta-bench lib/libadadelta.so lib/libadadelta.so.1
+expect="bin/adadelta-replay bin/adadelta-bench lib/libadadelta.so lib/libadadelta.so.2
     include/adadelta.h lib/pkgconfig/adadelta.pc lib/cmake/adadelta/adadeltaConfig.cmake
     lib/cmake/adadelta/adadeltaConfigVersion.cmake share/man/man1/adadelta-replay.1
     share/man/man1/adadelta-bench.1 share/man/man3/adadelta.3
     share/doc/adadelta/replay-cli.md share/doc/adadelta/state-format.md"
 [ $mpi = yes ] && expect="$expect bin/adadelta-mpi-replay bin/adadelta-mpi-bench
-    lib/libadadelta_mpi.so lib/libadadelta_mpi.so.1 include/adadelta_mpi.h
+    lib/libadadelta_mpi.so lib/libadadelta_mpi.so.2 include/adadelta_mpi.h
     lib/pkgconfig/adadelta-mpi.pc share/man/man1/adadelta-mpi-replay.1
     share/man/man1/adadelta-mpi-bench.1 share/man/man3/adadelta_mpi.3"
 missing=

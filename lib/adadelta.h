@@ -1,4 +1,5 @@
-/* adadelta.h - Keras 3 Adadelta optimizer in C, exact float32 semantics, OpenMP.
+/* adadelta.h - Keras 3 Adadelta optimizer in C, exact Keras semantics for
+ * float32 and float64 variables (mixable in one optimizer), OpenMP.
  *
  * One optimizer (an opaque `adadelta`) is created from an `adadelta_config`
  * that mirrors the keyword arguments of keras.optimizers.Adadelta. Variables
@@ -249,7 +250,11 @@ ADADELTA_EXTERN int adadelta_set_learning_rate_callback(adadelta *opt, adadelta_
 
 /* Registers a variable (Keras's var_list order is the order of these calls).
  * data stays owned by the caller and must live as long as the optimizer;
- * the optimizer updates it in place. Only ADADELTA_F32 is supported now.
+ * the optimizer updates it in place. dtype ADADELTA_F32 or ADADELTA_F64
+ * (F16 and BF16 are refused): its gradients, slots, EMA and accumulator
+ * have it, and every op of its step is rounded to it, as Keras computes in
+ * the variable's dtype (the learning rate is a float32 value, so a float64
+ * variable sees f64(f32(lr)); README "float64" lists the constants).
  * ndim 0 is a scalar. Allowed only before the optimizer is built. Returns the
  * variable's index (>= 0) or a negative status. A name that could not be
  * saved and loaded is refused: empty, not well-formed UTF-8, longer than
@@ -300,7 +305,8 @@ ADADELTA_EXTERN int adadelta_threads(const adadelta *opt);
 
 /* The number of apply calls so far (Keras's optimizer._iterations). */
 ADADELTA_EXTERN int64_t adadelta_iterations(const adadelta *opt);
-/* The learning rate the next apply will use (calls a callback). */
+/* The learning rate the next apply will use (calls a callback); float32,
+ * cast to each variable's dtype. */
 ADADELTA_EXTERN float adadelta_current_learning_rate(const adadelta *opt);
 
 typedef enum {

@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-int adadelta__check_grads(const adadelta *opt, const float *const *grads, const char *who)
+int adadelta__check_grads(const adadelta *opt, const void *const *grads, const char *who)
 {
     if (!opt)
         return adadelta__fail(ADADELTA_EINVAL, "%s: optimizer is NULL", who);
@@ -21,12 +21,31 @@ int adadelta__check_grads(const adadelta *opt, const float *const *grads, const 
 
 /* ------------------------------------------------------- shard bodies */
 
+/* Each shard body picks its variable's loops: K (f32 or f64), the call's
+ * params P of type PT and the element type T of that dtype. */
+#define BY_DTYPE(var, BODY)                                                   \
+    do {                                                                      \
+        if ((var)->dtype == ADADELTA_F64) {                                   \
+            BODY(double, f64, p64, adadelta_step_params_f64);                                           \
+        } else {                                                              \
+            BODY(float, f32, p, adadelta_step_params);                                              \
+        }                                                                     \
+    } while (0)
+
+#define AT(T, base, elem) ((T *)(base) + (elem))
+
 static void shard_finite(adadelta *opt, int s, void *vctx)
 {
     adadelta_call *c = vctx;
     const adadelta_shard *sh = &opt->shards[s];
-    const float *g = c->grads[sh->var];
-    opt->shard_flags[s] = !g || adadelta_kernel_all_finite(sh->end - sh->begin, g + sh->begin);
+    const void *g = c->grads[sh->var];
+    int ok = 1;
+#define FINITE(T, K, P, PT)                                                       \
+    ok = adadelta__kernels()->K.all_finite(sh->end - sh->begin, AT(const T, g, sh->begin))
+    if (g)
+        BY_DTYPE(&opt->vars[sh->var], FINITE);
+#undef FINITE
+    opt->shard_flags[s] = ok;
 }
 
 int adadelta__grads_finite(adadelta *opt, adadelta_call *c)
@@ -38,7 +57,7 @@ int adadelta__grads_finite(adadelta *opt, adadelta_call *c)
     return 1;
 }
 
-static float *accumulator(const adadelta_var *var, int64_t elem)
+static void *accumulator(const adadelta_var *var, int64_t elem)
 {
     return adadelta__slot_at(var, ADADELTA_SLOT_GRADIENT_ACCUMULATOR, elem);
 }
@@ -47,19 +66,30 @@ static void shard_accumulate(adadelta *opt, int s, void *vctx)
 {
     adadelta_call *c = vctx;
     const adadelta_shard *sh = &opt->shards[s];
-    const float *g = c->grads[sh->var];
+    const adadelta_var *var = &opt->vars[sh->var];
+    const void *g = c->grads[sh->var];
+#define ACCUMULATE(T, K, P, PT)                                                   \
+    adadelta__kernels()->K.accumulate(&c->P, sh->end - sh->begin, AT(const T, g, sh->begin), \
+                                      accumulator(var, sh->begin))
     if (g)
-        adadelta_kernel_accumulate(&c->p, sh->end - sh->begin, g + sh->begin,
-                                   accumulator(&opt->vars[sh->var], sh->begin));
+        BY_DTYPE(var, ACCUMULATE);
+#undef ACCUMULATE
+}
+
+static void ema_range(const adadelta_call *c, const adadelta_var *var, int64_t begin,
+                      int64_t n)
+{
+#define EMA(T, K, P, PT)                                                          \
+    adadelta__kernels()->K.ema(&c->P, n, adadelta__data_at(var, begin),     \
+                               adadelta__slot_at(var, ADADELTA_SLOT_EMA, begin))
+    BY_DTYPE(var, EMA);
+#undef EMA
 }
 
 static void shard_ema(adadelta *opt, int s, void *vctx)
 {
-    adadelta_call *c = vctx;
     const adadelta_shard *sh = &opt->shards[s];
-    adadelta_var *var = &opt->vars[sh->var];
-    adadelta_kernel_ema(&c->p, sh->end - sh->begin, var->data + sh->begin,
-                        adadelta__slot_at(var, ADADELTA_SLOT_EMA, sh->begin));
+    ema_range(vctx, &opt->vars[sh->var], sh->begin, sh->end - sh->begin);
 }
 
 void adadelta__shard_sum_squares(adadelta *opt, int s, void *vctx)
@@ -67,11 +97,16 @@ void adadelta__shard_sum_squares(adadelta *opt, int s, void *vctx)
     adadelta_call *c = vctx;
     const adadelta_shard *sh = &opt->shards[s];
     const adadelta_var *var = &opt->vars[sh->var];
-    const float *g = c->grads[sh->var];
-    opt->partials[s] = g ? adadelta_kernel_sum_squares(
-                               &c->p, sh->end - sh->begin, g + sh->begin,
-                               c->p.accumulate ? accumulator(var, sh->begin) : NULL)
-                         : 0.0;
+    const void *g = c->grads[sh->var];
+    double sum = 0.0;
+#define SUM_SQUARES(T, K, P, PT)                                                  \
+    sum = adadelta__kernels()->K.sum_squares(&c->P, sh->end - sh->begin,    \
+                                             AT(const T, g, sh->begin),     \
+                                             c->P.accumulate ? accumulator(var, sh->begin) : NULL)
+    if (g)
+        BY_DTYPE(var, SUM_SQUARES);
+#undef SUM_SQUARES
+    opt->partials[s] = sum;
 }
 
 /* The step (or, for a variable without gradient, its EMA and accumulator
@@ -81,26 +116,30 @@ static void shard_step(adadelta *opt, int s, void *vctx)
     const adadelta_call *c = vctx;
     const adadelta_shard *sh = &opt->shards[s];
     adadelta_var *var = &opt->vars[sh->var];
-    const float *g = c->grads[sh->var];
+    const void *g = c->grads[sh->var];
     int64_t n = sh->end - sh->begin;
-    float *data = var->data + sh->begin;
-    if (g) {
-        adadelta_step_params p = c->p;
-        if (p.clip == ADADELTA_CLIP_NORM)
-            p.clip_b = opt->var_clip_b[sh->var];
-        p.weight_decay = p.weight_decay && var->uses_weight_decay;
-        adadelta_kernel_step(&p, n, data, g + sh->begin,
-                             p.accumulate ? accumulator(var, sh->begin) : NULL,
-                             adadelta__slot_at(var, ADADELTA_SLOT_ACCUMULATED_GRAD, sh->begin),
-                             adadelta__slot_at(var, ADADELTA_SLOT_ACCUMULATED_DELTA_VAR, sh->begin),
-                             adadelta__slot_at(var, ADADELTA_SLOT_EMA, sh->begin));
-    } else {
+    if (!g) {
         if (c->p.accumulate)
-            memset(accumulator(var, sh->begin), 0, (size_t)n * sizeof(float));
+            memset(accumulator(var, sh->begin), 0, (size_t)n * var->esize);
         if (c->p.ema)
-            adadelta_kernel_ema(&c->p, n, data,
-                                adadelta__slot_at(var, ADADELTA_SLOT_EMA, sh->begin));
+            ema_range(c, var, sh->begin, n);
+        return;
     }
+#define STEP(T, K, P, PT)                                                         \
+    do {                                                                      \
+        PT q = c->P;                                            \
+        if (q.clip == ADADELTA_CLIP_NORM)                                     \
+            q.clip_b = (T)opt->var_clip_b[sh->var];                           \
+        q.weight_decay = q.weight_decay && var->uses_weight_decay;            \
+        adadelta__kernels()->K.step(                                          \
+            &q, n, adadelta__data_at(var, sh->begin), AT(const T, g, sh->begin), \
+            q.accumulate ? accumulator(var, sh->begin) : NULL,                \
+            adadelta__slot_at(var, ADADELTA_SLOT_ACCUMULATED_GRAD, sh->begin), \
+            adadelta__slot_at(var, ADADELTA_SLOT_ACCUMULATED_DELTA_VAR, sh->begin), \
+            adadelta__slot_at(var, ADADELTA_SLOT_EMA, sh->begin));            \
+    } while (0)
+    BY_DTYPE(var, STEP);
+#undef STEP
 }
 
 /* ------------------------------------------------------- call phases */
@@ -108,7 +147,7 @@ static void shard_step(adadelta *opt, int s, void *vctx)
 void adadelta__accumulate_call(adadelta *opt, adadelta_call *c)
 {
     adadelta__for_all_shards(opt, shard_accumulate, c);
-    adadelta__set_ema_params(opt, &c->p);
+    adadelta__set_ema_params(opt, &c->p, &c->p64);
     if (c->p.ema)
         adadelta__for_each_shard(opt, shard_ema, c);
     opt->vars_changed = c->p.ema && c->p.ema_overwrite;
@@ -123,18 +162,16 @@ void adadelta__sum_squares(adadelta *opt, adadelta_call *c)
 
 void adadelta__update_call(adadelta *opt, adadelta_call *c)
 {
-    adadelta_step_params *p = &c->p;
-    adadelta__set_clip_params(opt, p);
-    adadelta__set_ema_params(opt, p);
+    adadelta__set_clip_params(opt, c);
+    adadelta__set_ema_params(opt, &c->p, &c->p64);
     adadelta__for_each_shard(opt, shard_step, c);
     opt->vars_changed = 1;
     adadelta__count_finite_call(opt);
     opt->iterations++;
 }
 
-int adadelta_apply(adadelta *opt, const void *const *vgrads)
+int adadelta_apply(adadelta *opt, const void *const *grads)
 {
-    const float *const *grads = (const float *const *)vgrads;
     int rc = adadelta__check_grads(opt, grads, "apply");
     if (rc || (rc = adadelta__refuse_wrapped(opt, "apply")))
         return rc;
@@ -163,16 +200,17 @@ int adadelta_apply(adadelta *opt, const void *const *vgrads)
         adadelta__skip_nonfinite_call(opt);
         return ADADELTA_OK;
     }
-    adadelta__set_divisor(opt, &c.p);
+    adadelta__set_divisor(opt, &c.p, &c.p64);
     if (!update) {
         adadelta__accumulate_call(opt, &c);
         return ADADELTA_OK;
     }
     if (opt->cfg.gradient_accumulation_steps) {
-        c.p.accumulate = 1;
+        c.p.accumulate = c.p64.accumulate = 1;
         c.p.steps = (float)opt->cfg.gradient_accumulation_steps;
+        c.p64.steps = (double)opt->cfg.gradient_accumulation_steps;
     }
-    adadelta__set_update_params(opt, &c.p, opt->cfg.check_finite ? &lr : NULL);
+    adadelta__set_update_params(opt, &c.p, &c.p64, opt->cfg.check_finite ? &lr : NULL);
     if (adadelta__needs_norms(&opt->cfg))
         adadelta__sum_squares(opt, &c);
     adadelta__update_call(opt, &c);
@@ -201,6 +239,6 @@ int adadelta__finalize(adadelta *opt)
     for (int v = 0; v < opt->n_vars; v++)
         if (opt->vars[v].size)
             memcpy(opt->vars[v].data, opt->vars[v].slot[ADADELTA_SLOT_EMA],
-                   (size_t)opt->vars[v].size * sizeof(float));
+                   (size_t)opt->vars[v].size * opt->vars[v].esize);
     return ADADELTA_OK;
 }

@@ -18,21 +18,25 @@ static void plan_step(const adadelta *opt, adadelta_dist_step *st)
     st->finite_matters = opt->cfg.check_finite || opt->cfg.dynamic_loss_scale;
     st->update = !adadelta__is_accumulation_only(opt);
     st->needs_norms = st->update && adadelta__needs_norms(&opt->cfg);
-    adadelta__set_divisor(opt, &st->p);
+    adadelta__set_divisor(opt, &st->p, NULL); /* float32 only (the layer refuses others) */
 }
 
 static int dist_begin(adadelta *opt, const float *const *grads, adadelta_dist_step *st,
                       int scan_finite)
 {
     plan_step(opt, st);
-    int rc = adadelta__check_grads(opt, grads, "apply");
+    /* The layer's buffers are float32: it refuses others when set up. */
+    if (opt->n_f64)
+        return adadelta__fail(ADADELTA_EINVAL,
+                              "apply: the data-parallel step takes float32 variables only");
+    int rc = adadelta__check_grads(opt, (const void *const *)grads, "apply");
     if (rc || (rc = adadelta__build(opt)))
         return rc;
     st->grads = grads;
     if (st->finite_matters && scan_finite) {
         adadelta_call c;
         memset(&c, 0, sizeof c);
-        c.grads = grads;
+        c.grads = (const void *const *)grads;
         st->nonfinite = !adadelta__grads_finite(opt, &c);
     }
     /* check_finite covers the learning rate, evaluated here then (once). */
@@ -159,8 +163,9 @@ static void shard_zero_accumulator(adadelta *opt, int s, void *vctx)
 {
     (void)vctx;
     const adadelta_shard *sh = &opt->shards[s];
-    memset(opt->vars[sh->var].slot[ADADELTA_SLOT_GRADIENT_ACCUMULATOR] + sh->begin, 0,
-           (size_t)(sh->end - sh->begin) * sizeof(float));
+    const adadelta_var *var = &opt->vars[sh->var];
+    memset(adadelta__slot_at(var, ADADELTA_SLOT_GRADIENT_ACCUMULATOR, sh->begin), 0,
+           (size_t)(sh->end - sh->begin) * var->esize);
 }
 
 static int dist_finish(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
@@ -178,7 +183,7 @@ static int dist_finish(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
     adadelta_call c;
     if (!st->update) {
         memset(&c, 0, sizeof c);
-        c.grads = st->grads;
+        c.grads = (const void *const *)st->grads;
         c.p = st->p;
         adadelta__accumulate_call(opt, &c);
         return ADADELTA_OK;
@@ -186,12 +191,17 @@ static int dist_finish(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
     mean_call(opt, st, mean, &c);
     if (opt->cfg.gradient_accumulation_steps)
         adadelta__for_all_shards(opt, shard_zero_accumulator, NULL);
-    adadelta__set_update_params(opt, &c.p, st->lr_ready ? &st->lr : NULL);
+    adadelta__set_update_params(opt, &c.p, &c.p64, st->lr_ready ? &st->lr : NULL);
     adadelta__update_call(opt, &c);
     return ADADELTA_OK;
 }
 
 /* ------------------------------------------------------ sharded state */
+
+static size_t padded_bytes(int64_t n, size_t esize)
+{
+    return ((size_t)n * esize + 63) & ~(size_t)63;
+}
 
 /* New, smaller blocks for the sharded slot kinds, holding the owned part
  * of the current state (zeros, or what a load put there); swapped in only
@@ -199,24 +209,24 @@ static int dist_finish(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
 static int shrink_slots(adadelta *opt, const int64_t *range)
 {
     int n = opt->n_vars;
-    float *fresh[ADADELTA_N_SLOTS] = {NULL};
+    char *fresh[ADADELTA_N_SLOTS] = {NULL};
     for (int k = 0; k < ADADELTA_N_SLOTS; k++) {
         if (!adadelta__slots[k].sharded || !opt->slot_block[k])
             continue;
-        int64_t total = 0;
+        size_t total = 0;
         for (int v = 0; v < n; v++)
-            total += (range[2 * v + 1] - range[2 * v] + 15) & ~(int64_t)15;
-        if (!(fresh[k] = adadelta__alloc_floats(total))) {
+            total += padded_bytes(range[2 * v + 1] - range[2 * v], opt->vars[v].esize);
+        if (!(fresh[k] = adadelta__alloc_bytes(total))) {
             for (int j = 0; j < k; j++)
                 free(fresh[j]);
             return adadelta__fail(ADADELTA_ENOMEM, "own_shards: out of memory");
         }
-        int64_t at = 0;
+        size_t at = 0;
         for (int v = 0; v < n; v++) {
             const adadelta_var *var = &opt->vars[v];
             int64_t b = range[2 * v], e = range[2 * v + 1];
-            memcpy(fresh[k] + at, adadelta__slot_at(var, k, b), (size_t)(e - b) * sizeof(float));
-            at += (e - b + 15) & ~(int64_t)15;
+            memcpy(fresh[k] + at, adadelta__slot_at(var, k, b), (size_t)(e - b) * var->esize);
+            at += padded_bytes(e - b, var->esize);
         }
     }
     for (int v = 0; v < n; v++) {
@@ -228,10 +238,10 @@ static int shrink_slots(adadelta *opt, const int64_t *range)
             continue;
         free(opt->slot_block[k]);
         opt->slot_block[k] = fresh[k];
-        int64_t at = 0;
+        size_t at = 0;
         for (int v = 0; v < n; v++) {
             opt->vars[v].slot[k] = fresh[k] + at;
-            at += (adadelta__slot_length(&opt->vars[v], k) + 15) & ~(int64_t)15;
+            at += padded_bytes(adadelta__slot_length(&opt->vars[v], k), opt->vars[v].esize);
         }
     }
     return ADADELTA_OK;

@@ -23,13 +23,14 @@ typedef struct adadelta_var {
     int64_t size;
     int64_t flat_offset;  /* first element in the concatenation of all vars */
     int first_shard;      /* index of its first shard */
-    float *data;
+    void *data;           /* dtype elements */
+    size_t esize;         /* bytes of one element */
     int owns_data;        /* created from a state file */
     /* Slots cover elements [slot_begin, slot_end) of the variable: all of
      * it, except in a sharded optimizer (the MPI layer's ZeRO-1 mode) for
      * the slot kinds the table marks as sharded. They point into the
      * optimizer's slot blocks, NULL until it is built. */
-    float *slot[ADADELTA_N_SLOTS];
+    void *slot[ADADELTA_N_SLOTS]; /* in the variable's dtype */
     int64_t slot_begin, slot_end;
     int excluded_by_index;
     int uses_weight_decay;
@@ -50,8 +51,8 @@ struct adadelta {
     int *name_index;
     int name_index_cap;
     /* Per-variable scratch, sized with vars so apply never allocates. */
-    float *var_clip_b;          /* clipnorm denominators */
-    const float **var_grads;    /* gradient pointers of a reduced call */
+    double *var_clip_b;         /* clipnorm denominators (in the var's dtype) */
+    const void **var_grads;     /* gradient pointers of a reduced call */
 
     int n_shards, cap_shards;
     adadelta_shard *shards;
@@ -69,7 +70,8 @@ struct adadelta {
     /* One block per slot kind for all variables (Keras's build()), so each
      * stream of the step runs through memory in order. */
     int built;
-    float *slot_block[ADADELTA_N_SLOTS];
+    void *slot_block[ADADELTA_N_SLOTS];
+    int n_f64;           /* variables of dtype ADADELTA_F64 */
 
     int64_t iterations;
     float dynamic_scale;
@@ -108,7 +110,9 @@ int64_t adadelta__slot_length(const adadelta_var *var, int k);
 /* First element of the variable held by slot k (0 unless sharded). */
 int64_t adadelta__slot_first(const adadelta_var *var, int k);
 /* Slot k of var at element `elem` of the variable, or NULL without it. */
-float *adadelta__slot_at(const adadelta_var *var, int k, int64_t elem);
+void *adadelta__slot_at(const adadelta_var *var, int k, int64_t elem);
+/* The variable's data at element `elem`. */
+void *adadelta__data_at(const adadelta_var *var, int64_t elem);
 /* Bytes of one element of a variable dtype; 0 if not a variable dtype. */
 size_t adadelta__dtype_size(adadelta_dtype d);
 
@@ -150,7 +154,7 @@ int adadelta__config_diff(const char *mine, const char *theirs, const char *labe
 struct json_t *adadelta__json_steps(double x);
 
 /* ------------------------------------------------------------ optimizer.c */
-float *adadelta__alloc_floats(int64_t n); /* zeroed, 64-byte aligned */
+void *adadelta__alloc_bytes(size_t n);    /* zeroed, 64-byte aligned */
 /* Allocates the slot blocks (once); logically const, so it may be called
  * from const entry points. */
 int adadelta__build(const adadelta *opt);
@@ -186,18 +190,22 @@ void adadelta__partition(const adadelta *opt, int parts, int *bounds);
 /* ------------------------------------------------------------ step_params.c */
 float adadelta__learning_rate_now(const adadelta *opt);
 /* The divisor of a loss scale (LossScaleOptimizer or loss_scale_factor). */
-void adadelta__set_divisor(const adadelta *opt, adadelta_step_params *p);
+void adadelta__set_divisor(const adadelta *opt, adadelta_step_params *p,
+                           adadelta_step_params_f64 *p64); /* p64 may be NULL */
 /* rho, epsilon, lr, weight decay of an update call; lr: the learning
  * rate already evaluated for this call, or NULL to evaluate it. */
 void adadelta__set_update_params(const adadelta *opt, adadelta_step_params *p,
-                                 const float *lr);
+                                 adadelta_step_params_f64 *p64, const float *lr);
 /* ENONFINITE when check_finite is on and the learning rate of this call is
  * not finite (a callback's NaN would poison every variable). */
 int adadelta__refuse_nonfinite_lr(const adadelta *opt, float lr);
 /* EMA constants of this call (Keras's public iteration count). */
-void adadelta__set_ema_params(const adadelta *opt, adadelta_step_params *p);
-/* Clip constants from the per-shard sums of squares in opt->partials. */
-void adadelta__set_clip_params(adadelta *opt, adadelta_step_params *p);
+void adadelta__set_ema_params(const adadelta *opt, adadelta_step_params *p,
+                              adadelta_step_params_f64 *p64);
+/* Clip constants of a call (both dtypes) from the per-shard sums of squares
+ * in opt->partials. */
+struct adadelta_call;
+void adadelta__set_clip_params(adadelta *opt, struct adadelta_call *c);
 int adadelta__needs_norms(const adadelta_config *cfg);
 int adadelta__is_accumulation_only(const adadelta *opt);
 /* LossScaleOptimizer bookkeeping after a finite call / a skipped one. */
@@ -205,13 +213,15 @@ void adadelta__count_finite_call(adadelta *opt);
 void adadelta__skip_nonfinite_call(adadelta *opt);
 
 /* ------------------------------------------------------------ apply.c */
-/* What one call does, shared by the shard loops. */
+/* What one call does, shared by the shard loops: the constants in each
+ * dtype (p for float32 variables, p64 for float64 ones). */
 typedef struct adadelta_call {
-    const float *const *grads; /* per variable; NULL = no gradient */
+    const void *const *grads; /* per variable, its dtype; NULL = no gradient */
     adadelta_step_params p;
+    adadelta_step_params_f64 p64;
 } adadelta_call;
 /* Checks the arguments of an apply-like call; ENOGRAD when no gradient. */
-int adadelta__check_grads(const adadelta *opt, const float *const *grads, const char *who);
+int adadelta__check_grads(const adadelta *opt, const void *const *grads, const char *who);
 /* 1 if every present gradient is finite. */
 int adadelta__grads_finite(adadelta *opt, adadelta_call *c);
 /* An accumulation-only call: acc += g / scale, EMA, counters. */

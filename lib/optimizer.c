@@ -7,24 +7,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-float *adadelta__alloc_floats(int64_t n)
+void *adadelta__alloc_bytes(size_t bytes)
 {
-    size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
-    bytes = (bytes + 63) & ~(size_t)63;
-    float *p = aligned_alloc(64, bytes);
+    bytes = (bytes ? bytes + 63 : 64) & ~(size_t)63;
+    void *p = aligned_alloc(64, bytes);
     if (p)
         memset(p, 0, bytes);
     return p;
 }
 
-static float *alloc_untouched(int64_t n)
+static void *alloc_untouched(size_t bytes)
 {
-    size_t bytes = (size_t)(n > 0 ? n : 1) * sizeof(float);
-    return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    return aligned_alloc(64, (bytes ? bytes + 63 : 64) & ~(size_t)63);
 }
 
-/* Each variable's part of a slot block starts 64-byte aligned. */
-static int64_t padded(int64_t n) { return (n + 15) & ~(int64_t)15; }
+/* Each variable's part of a slot block starts 64-byte aligned: its bytes
+ * rounded up to 64. */
+static size_t padded(int64_t n, size_t esize) { return ((size_t)n * esize + 63) & ~(size_t)63; }
 
 /* First touch: each thread zeroes the slot elements of the shards it will
  * update, so on a NUMA machine its pages sit on its own node. */
@@ -35,7 +34,8 @@ static void shard_first_touch(adadelta *opt, int s, void *ctx)
     const adadelta_var *var = &opt->vars[sh->var];
     for (int k = 0; k < ADADELTA_N_SLOTS; k++)
         if (var->slot[k])
-            memset(var->slot[k] + sh->begin, 0, (size_t)(sh->end - sh->begin) * sizeof(float));
+            memset(adadelta__slot_at(var, k, sh->begin), 0,
+                   (size_t)(sh->end - sh->begin) * var->esize);
 }
 
 int adadelta__build(const adadelta *copt)
@@ -43,30 +43,31 @@ int adadelta__build(const adadelta *copt)
     adadelta *opt = (adadelta *)copt; /* lazily built; never a const object */
     if (opt->built)
         return ADADELTA_OK;
-    float *block[ADADELTA_N_SLOTS] = {NULL};
+    char *block[ADADELTA_N_SLOTS] = {NULL};
     for (int k = 0; k < ADADELTA_N_SLOTS; k++) {
         if (!adadelta__slot_needed(&opt->cfg, k))
             continue;
-        int64_t total = 0;
+        size_t total = 0;
         for (int v = 0; v < opt->n_vars; v++)
-            total += padded(adadelta__slot_length(&opt->vars[v], k));
+            total += padded(adadelta__slot_length(&opt->vars[v], k), opt->vars[v].esize);
         if (!(block[k] = alloc_untouched(total))) {
             for (int j = 0; j < k; j++)
                 free(block[j]);
-            return adadelta__fail(ADADELTA_ENOMEM, "build: out of memory for %lld slot elements",
-                                  (long long)total);
+            return adadelta__fail(ADADELTA_ENOMEM, "build: out of memory for %zu slot bytes",
+                                  total);
         }
     }
     for (int k = 0; k < ADADELTA_N_SLOTS; k++) {
         opt->slot_block[k] = block[k];
-        int64_t at = 0;
+        size_t at = 0;
         for (int v = 0; v < opt->n_vars; v++) {
             adadelta_var *var = &opt->vars[v];
             int64_t n = adadelta__slot_length(var, k);
+            size_t used = (size_t)n * var->esize, all = padded(n, var->esize);
             var->slot[k] = block[k] ? block[k] + at : NULL;
             if (block[k]) /* the alignment padding; shards zero the rest */
-                memset(var->slot[k] + n, 0, (size_t)(padded(n) - n) * sizeof(float));
-            at += padded(n);
+                memset(block[k] + at + used, 0, all - used);
+            at += all;
         }
     }
     adadelta__for_each_shard(opt, shard_first_touch, NULL); /* never sharded before build */

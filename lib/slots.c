@@ -37,9 +37,16 @@ int64_t adadelta__slot_length(const adadelta_var *var, int k)
     return adadelta__slots[k].sharded ? var->slot_end - var->slot_begin : var->size;
 }
 
-float *adadelta__slot_at(const adadelta_var *var, int k, int64_t elem)
+void *adadelta__slot_at(const adadelta_var *var, int k, int64_t elem)
 {
-    return var->slot[k] ? var->slot[k] + (elem - adadelta__slot_first(var, k)) : NULL;
+    return var->slot[k] ? (char *)var->slot[k] +
+                              (size_t)(elem - adadelta__slot_first(var, k)) * var->esize
+                        : NULL;
+}
+
+void *adadelta__data_at(const adadelta_var *var, int64_t elem)
+{
+    return (char *)var->data + (size_t)elem * var->esize;
 }
 
 /* A variable dtype's value is its safetensors dtype's (safetensors.h). */

@@ -223,17 +223,19 @@ static int add_saved_variables(adadelta *opt, const adadelta_st_file *f, const c
         json_t *name = json_array_get(list, i);
         const adadelta_st_tensor *t =
             json_is_string(name) ? adadelta_st_find(f, json_string_value(name)) : NULL;
-        if (!t || t->dtype != ADADELTA_ST_F32) {
+        if (!t || (t->dtype != ADADELTA_ST_F32 && t->dtype != ADADELTA_ST_F64)) {
             rc = adadelta__fail(ADADELTA_EFORMAT,
-                                "%s: variable %zu of the metadata has no F32 tensor", path, i);
+                                "%s: variable %zu of the metadata has no F32 or F64 tensor",
+                                path, i);
             break;
         }
-        float *data = adadelta__alloc_floats(t->numel);
+        void *data = adadelta__alloc_bytes((size_t)t->numel * adadelta_st_dtype_size(t->dtype));
         if (!data) {
             rc = adadelta__fail(ADADELTA_ENOMEM, "%s: out of memory", path);
             break;
         }
-        int v = adadelta_add_variable(opt, t->name, ADADELTA_F32, data, t->ndim, t->shape);
+        int v = adadelta_add_variable(opt, t->name, (adadelta_dtype)t->dtype, data, t->ndim,
+                                      t->shape);
         if (v < 0) {
             free(data);
             rc = adadelta__fail(v == ADADELTA_EINVAL ? ADADELTA_EFORMAT : v, "%s: %s", path,

@@ -64,7 +64,8 @@ int adadelta__state_list(const adadelta *opt, int with_data, adadelta_state_list
     l->dynamic_scale = opt->dynamic_scale;
     l->step_counter = opt->step_counter;
     for (int v = 0; v < opt->n_vars; v++) {
-        adadelta_state_tensor *t = add(l, opt->vars[v].name, ADADELTA_ST_F32, ADADELTA_TENSOR_VARIABLE);
+        adadelta_state_tensor *t = add(l, opt->vars[v].name, (adadelta_st_dtype)opt->vars[v].dtype,
+                                       ADADELTA_TENSOR_VARIABLE);
         set_shape(t, &opt->vars[v]);
         t->var = v;
         t->data = with_data ? opt->vars[v].data : NULL;
@@ -77,7 +78,8 @@ int adadelta__state_list(const adadelta *opt, int with_data, adadelta_state_list
         for (int v = 0; v < opt->n_vars; v++) {
             const adadelta_var *var = &opt->vars[v];
             int len = sprintf(at, "optimizer/%s/%s", adadelta__slots[k].dir, var->name);
-            adadelta_state_tensor *t = add(l, at, ADADELTA_ST_F32, ADADELTA_TENSOR_SLOT);
+            /* slots take the variable's dtype (add_variable_from_reference) */
+            adadelta_state_tensor *t = add(l, at, (adadelta_st_dtype)var->dtype, ADADELTA_TENSOR_SLOT);
             at += len + 1;
             set_shape(t, var);
             t->var = v;

@@ -189,10 +189,10 @@ static int check_new_variable(const adadelta *opt, const char *name, adadelta_dt
                               "before the optimizer is built (first apply, save, "
                               "load or slot access)",
                               name);
-    if (dtype != ADADELTA_F32)
+    if (dtype != ADADELTA_F32 && dtype != ADADELTA_F64)
         return adadelta__fail(ADADELTA_EINVAL,
                               "add_variable '%s': dtype %d is not supported "
-                              "(only ADADELTA_F32)",
+                              "(ADADELTA_F32 or ADADELTA_F64)",
                               name, (int)dtype);
     int rc = check_shape(name, ndim, shape, size_out);
     if (rc)
@@ -235,6 +235,7 @@ int adadelta_add_variable(adadelta *opt, const char *name, adadelta_dtype dtype,
     if (!(var.name = strdup(name)))
         return adadelta__fail(ADADELTA_ENOMEM, "add_variable '%s': out of memory", name);
     var.dtype = dtype;
+    var.esize = adadelta__dtype_size(dtype);
     var.ndim = ndim;
     for (int d = 0; d < ndim; d++)
         var.shape[d] = shape[d];
@@ -248,6 +249,7 @@ int adadelta_add_variable(adadelta *opt, const char *name, adadelta_dtype dtype,
     int v = opt->n_vars;
     opt->vars[v] = var;
     opt->n_vars++;
+    opt->n_f64 += dtype == ADADELTA_F64;
     opt->name_index[index_slot(opt, name)] = v + 1;
     opt->header_bytes += header_bytes(name);
     adadelta__add_shards(opt, v, size);

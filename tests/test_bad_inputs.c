@@ -116,7 +116,7 @@ static const row rows[] = {
     {"dtype: BF16", HEADER, "{\"dense/bias\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[0,6]}}", 6, PARAMS, EXIT(3), "@bad", "BF16"},
     {"dtype: F16", HEADER, "{\"dense/bias\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, PARAMS, EXIT(3), "@bad", "F16"},
     /* A known dtype the driver cannot use as a variable: still a bad file. */
-    {"dtype: F64 variable", HEADER, "{\"dense/bias\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[0,24]}}", 24, PARAMS, EXIT(3), "@bad", "dense/bias"},
+    {"dtype: I64 variable", HEADER, "{\"dense/bias\":{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[0,24]}}", 24, PARAMS, EXIT(3), "@bad", "'dense/bias' is I64"},
     {"dtype: U8 gradient", HEADER, "{\"grads/0/dense/bias\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[0,3]}}", 3, GRADS, EXIT(3), "@bad", "U8"},
     {"shape: negative", HEADER, "{\"w\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, PARAMS, EXIT(3), "@bad", "shape[0]"},
     {"shape: 2^64 elements", HEADER, "{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296],\"data_offsets\":[0,0]}}", 0, PARAMS, EXIT(3), "@bad", "overflow"},
@@ -141,7 +141,7 @@ static const row rows[] = {
     {"grads: shape [3,2] for [2,3]", HEADER, "{\"grads/0/dense/kernel\":{\"dtype\":\"F32\",\"shape\":[3,2],\"data_offsets\":[0,24]}}", 24, GRADS, EXIT(4), "@bad", "dense/kernel"},
     {"grads: shape [1,3] for [3]", HEADER, "{\"grads/0/dense/bias\":{\"dtype\":\"F32\",\"shape\":[1,3],\"data_offsets\":[0,12]}}", 12, GRADS, EXIT(4), "@bad", "dense/bias"},
     {"grads: scalar for [3]", HEADER, "{\"grads/0/dense/bias\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,4]}}", 4, GRADS, EXIT(4), "@bad", "dense/bias"},
-    {"grads: F64 for F32", HEADER, "{\"grads/0/dense/bias\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[0,24]}}", 24, GRADS, EXIT(4), "@bad", "dense/bias"},
+    {"grads: F64 for F32", HEADER, "{\"grads/0/dense/bias\":{\"dtype\":\"F64\",\"shape\":[3],\"data_offsets\":[0,24]}}", 24, GRADS, EXIT(4), "@bad", "is F64, variable 'dense/bias' is F32"},
     {"grads: I64 for F32", HEADER, "{\"grads/0/dense/bias\":{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[0,24]}}", 24, GRADS, EXIT(4), "@bad", "dense/bias"},
     /* Every call before 10^7 has no gradient: the driver must say so, not
      * build a 10^7 x 2000 table first. */

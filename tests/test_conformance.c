@@ -1,8 +1,9 @@
-/* test_conformance.c - adadelta-replay over every case in data/keras and
- * data/torch, compared with the expected states within each case's
- * tolerance, once per kernel the machine runs (ADADELTA_KERNEL), with the
- * output files byte-identical across the kernels; and byte-identical for
- * 1, 2, 3, 4, 7 threads. */
+/* test_conformance.c - adadelta-replay over every case in data/keras,
+ * data/torch and data/f64 (float64 and mixed cases from numpy, made by
+ * data/make_f64_vectors.py, compared bit for bit), compared with the
+ * expected states within each case's tolerance, once per kernel the machine
+ * runs (ADADELTA_KERNEL), with the output files byte-identical across the
+ * kernels; and byte-identical for 1, 2, 3, 4, 7 threads. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -97,16 +98,18 @@ static int compare(const char *expected_path, const char *got_path, double rtol,
     int failures = 0;
     for (int i = 0; i < exp->n; i++) {
         const adadelta_st_tensor *e = &exp->t[i], *g = adadelta_st_find(got, e->name);
-        if (!g || g->numel != e->numel) {
-            fprintf(stderr, "  %s: missing or wrong size\n", e->name);
+        if (!g || g->numel != e->numel || g->dtype != e->dtype) {
+            fprintf(stderr, "  %s: missing or wrong size or dtype\n", e->name);
             failures++;
             continue;
         }
         int64_t bad = 0;
         for (int64_t k = 0; k < e->numel; k++) {
             double x = get(g, k), y = get(e, k);
+            /* rtol = atol = 0: the same number (the f64 suite) */
             int ok = e->dtype == ADADELTA_ST_I64 ? x == y
                      : isnan(y)                 ? isnan(x)
+                     : rtol == 0 && atol == 0   ? x == y && signbit(x) == signbit(y)
                                                 : fabs(x - y) <= rtol * (fabs(y) + atol / rtol);
             bad += !ok;
         }
@@ -238,13 +241,22 @@ static void torch_cases_match_expected_states(void **state)
     assert_true(n >= 5);
 }
 
+static void f64_cases_match_numpy_bit_for_bit(void **state)
+{
+    (void)state;
+    int n = 0;
+    check_suite("f64", &n);
+    assert_true(n >= 19);
+}
+
 static void output_bytes_do_not_depend_on_threads(void **state)
 {
     (void)state;
-    const char *cases[] = {"kitchen_sink", "loss_scale_optimizer", "clipnorm"};
-    for (int c = 0; c < 3; c++) {
+    const char *cases[] = {"keras/kitchen_sink", "keras/loss_scale_optimizer", "keras/clipnorm",
+                           "f64/kitchen_sink", "f64/global_clipnorm_mixed", "f64/clipnorm"};
+    for (int c = 0; c < 6; c++) {
         char dir[1024];
-        snprintf(dir, sizeof dir, "%s/keras/%s", data_dir(), cases[c]);
+        snprintf(dir, sizeof dir, "%s/%s", data_dir(), cases[c]);
         const char *ref_path = th_path("t1.safetensors");
         assert_int_equal(run_case(dir, 1, ref_path), 0);
         size_t ref_len;
@@ -272,6 +284,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(keras_cases_match_expected_states),
         cmocka_unit_test(torch_cases_match_expected_states),
+        cmocka_unit_test(f64_cases_match_numpy_bit_for_bit),
         cmocka_unit_test(output_bytes_do_not_depend_on_threads),
     };
     return cmocka_run_group_tests(tests, setup, th_group_teardown) ? 1 : 0;

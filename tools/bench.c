@@ -2,9 +2,10 @@
  *
  *   adadelta-bench --elements N --tensors T --threads P --steps S
  *                  [--features plain|weight_decay|global_clipnorm|ema|all]
- *                  [--warmup W] [--rounds R]
+ *                  [--dtype f32|f64] [--warmup W] [--rounds R]
  *
- * Registers T float32 variables of N elements each, gives each a fixed
+ * Registers T variables (float32, or float64 with --dtype f64) of N
+ * elements each, gives each a fixed
  * gradient and times S calls of adadelta_apply after W warm-up calls (default
  * 3). In the same run it times S passes of a "limit" kernel: a vectorised
  * OpenMP loop over the same T x N elements with exactly the memory traffic an
@@ -15,12 +16,14 @@
  * S library steps, limit_seconds_per_step that of the S limit passes, and
  * fraction_of_limit their ratio. One JSON object is printed on stdout.
  *
- * Traffic model per element (float32, every array is streamed once):
+ * Traffic model per element (float32, every array is streamed once; twice
+ * the bytes in float64: 56, 64, 72, 80):
  *   plain, weight_decay   read var, grad, E[g^2], E[dx^2]; write var,
  *                         E[g^2], E[dx^2]                        28 bytes
  *   global_clipnorm       plus one read of the gradient for the norm  32
  *   ema                   plus read and write of the average          36
  *   all (the three above)                                             40
+ * The limit kernel runs in the same dtype as the library.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -54,6 +57,7 @@ typedef struct {
     int rounds; /* blocks of library and limit steps, alternated */
     const char *features;
     int bits;
+    int f64; /* --dtype f64 */
 } options;
 
 /* ------------------------------------------------------------ helpers */
@@ -73,7 +77,7 @@ static void usage(FILE *f)
             "--steps S\n"
             "                      [--features plain|weight_decay|"
             "global_clipnorm|ema|all]\n"
-            "                      [--warmup W] [--rounds R]\n"
+            "                      [--dtype f32|f64] [--warmup W] [--rounds R]\n"
             "Prints one JSON line: median seconds per step of adadelta_apply "
             "and of a\nkernel with the same memory traffic (the limit).\n");
 }
@@ -113,15 +117,18 @@ static inline float fill_value(fill_kind k, uint64_t i)
     }
 }
 
-/* T tensors of N floats, 64-byte aligned, first touched by the thread that
- * owns each element under a static split of the flattened T*N range. */
-static float **alloc_tensors(const options *o, fill_kind kind)
+static size_t elem_size(const options *o) { return o->f64 ? sizeof(double) : sizeof(float); }
+
+/* T tensors of N elements of the dtype, 64-byte aligned, first touched by
+ * the thread that owns each element under a static split of the flattened
+ * T*N range. */
+static void **alloc_tensors(const options *o, fill_kind kind)
 {
     int64_t n = o->elements, t = o->tensors;
-    float **p = calloc((size_t)t, sizeof *p);
+    void **p = calloc((size_t)t, sizeof *p);
     if (!p)
         die("%s", "out of memory");
-    size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
+    size_t bytes = ((size_t)n * elem_size(o) + 63) & ~(size_t)63;
     if (bytes == 0)
         bytes = 64;
     for (int64_t k = 0; k < t; k++) {
@@ -138,16 +145,22 @@ static float **alloc_tensors(const options *o, fill_kind kind)
         for (int64_t g = lo; g < hi;) {
             int64_t k = g / n, off = g % n;
             int64_t len = n - off < hi - g ? n - off : hi - g;
-            float *d = p[k] + off;
-            for (int64_t j = 0; j < len; j++)
-                d[j] = fill_value(kind, (uint64_t)(g + j));
+            if (o->f64) {
+                double *d = (double *)p[k] + off;
+                for (int64_t j = 0; j < len; j++)
+                    d[j] = fill_value(kind, (uint64_t)(g + j));
+            } else {
+                float *d = (float *)p[k] + off;
+                for (int64_t j = 0; j < len; j++)
+                    d[j] = fill_value(kind, (uint64_t)(g + j));
+            }
             g += len;
         }
     }
     return p;
 }
 
-static void free_tensors(float **p, int64_t t)
+static void free_tensors(void **p, int64_t t)
 {
     if (!p)
         return;
@@ -158,58 +171,85 @@ static void free_tensors(float **p, int64_t t)
 
 /* ------------------------------------------------------- limit kernel */
 
-/* Same streams as a fused Adadelta step: reads a (var), b (grad), c, d (the
- * two slots) and writes a, c, d in place. Cheap arithmetic, no sqrt; every
- * value stored depends on the loaded ones, so nothing can be dropped. */
-BENCH_CLONES
-static void limit_update(float *restrict a, const float *restrict b,
-                         float *restrict c, float *restrict d, int64_t n,
-                         float scale, float keep)
-{
-    const float rho = 0.95f, omr = 0.05f;
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        float g = b[i] * scale;
-        float dv = 0.5f * g;
-        c[i] = rho * c[i] + omr * g * g;
-        d[i] = rho * d[i] + omr * dv * dv;
-        a[i] = a[i] * keep - dv;
+/* The limit kernels of one element type T (suffix S), written once.
+ * limit_update: the same streams as a fused Adadelta step: reads a (var),
+ * b (grad), c, d (the two slots) and writes a, c, d in place. Cheap
+ * arithmetic, no sqrt; every value stored depends on the loaded ones, so
+ * nothing can be dropped. limit_update_ema: plus one more array read and
+ * written (the moving average). limit_sumsq: one extra read of the
+ * gradient, the sum of squares for the global norm. */
+#define LIMIT_KERNELS(T, S)                                                   \
+    BENCH_CLONES                                                              \
+    static void limit_update_##S(T *restrict a, const T *restrict b, T *restrict c, \
+                                 T *restrict d, int64_t n, T scale, T keep)   \
+    {                                                                         \
+        const T rho = (T)0.95, omr = (T)0.05;                                 \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                   \
+        {                                                                     \
+            T g = b[i] * scale;                                               \
+            T dv = (T)0.5 * g;                                                \
+            c[i] = rho * c[i] + omr * g * g;                                  \
+            d[i] = rho * d[i] + omr * dv * dv;                                \
+            a[i] = a[i] * keep - dv;                                          \
+        }                                                                     \
+    }                                                                         \
+    BENCH_CLONES                                                              \
+    static void limit_update_ema_##S(T *restrict a, const T *restrict b, T *restrict c, \
+                                     T *restrict d, T *restrict e, int64_t n, T scale, \
+                                     T keep)                                  \
+    {                                                                         \
+        const T rho = (T)0.95, omr = (T)0.05, m = (T)0.99, omm = (T)0.01;     \
+        _Pragma("omp simd") for (int64_t i = 0; i < n; i++)                   \
+        {                                                                     \
+            T g = b[i] * scale;                                               \
+            T dv = (T)0.5 * g;                                                \
+            c[i] = rho * c[i] + omr * g * g;                                  \
+            d[i] = rho * d[i] + omr * dv * dv;                                \
+            T v = a[i] * keep - dv;                                           \
+            a[i] = v;                                                         \
+            e[i] = m * e[i] + omm * v;                                        \
+        }                                                                     \
+    }                                                                         \
+    BENCH_CLONES                                                              \
+    static double limit_sumsq_##S(const T *restrict b, int64_t n)             \
+    {                                                                         \
+        T s = 0;                                                              \
+        _Pragma("omp simd reduction(+ : s)") for (int64_t i = 0; i < n; i++)  \
+            s += b[i] * b[i];                                                 \
+        return (double)s;                                                     \
     }
+
+LIMIT_KERNELS(float, f32)
+LIMIT_KERNELS(double, f64)
+
+/* The limit kernels on element `off` of tensors of the run's dtype. */
+static double limit_sumsq(const options *o, const void *b, int64_t off, int64_t n)
+{
+    return o->f64 ? limit_sumsq_f64((const double *)b + off, n)
+                  : limit_sumsq_f32((const float *)b + off, n);
 }
 
-/* The same plus one more array read and written (the moving average). */
-BENCH_CLONES
-static void limit_update_ema(float *restrict a, const float *restrict b,
-                             float *restrict c, float *restrict d,
-                             float *restrict e, int64_t n, float scale,
-                             float keep)
+static void limit_update(const options *o, void *a, const void *b, void *c, void *d, void *e,
+                         int64_t off, int64_t n, float scale, float keep)
 {
-    const float rho = 0.95f, omr = 0.05f, m = 0.99f, omm = 0.01f;
-#pragma omp simd
-    for (int64_t i = 0; i < n; i++) {
-        float g = b[i] * scale;
-        float dv = 0.5f * g;
-        c[i] = rho * c[i] + omr * g * g;
-        d[i] = rho * d[i] + omr * dv * dv;
-        float v = a[i] * keep - dv;
-        a[i] = v;
-        e[i] = m * e[i] + omm * v;
-    }
-}
-
-/* One extra read of the gradient: the sum of squares for the global norm. */
-BENCH_CLONES
-static double limit_sumsq(const float *restrict b, int64_t n)
-{
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; i++)
-        s += b[i] * b[i];
-    return (double)s;
+#define AT(T, p) ((T *)(p) + off)
+    if (o->f64 && e)
+        limit_update_ema_f64(AT(double, a), AT(const double, b), AT(double, c), AT(double, d),
+                             AT(double, e), n, scale, keep);
+    else if (o->f64)
+        limit_update_f64(AT(double, a), AT(const double, b), AT(double, c), AT(double, d), n,
+                         scale, keep);
+    else if (e)
+        limit_update_ema_f32(AT(float, a), AT(const float, b), AT(float, c), AT(float, d),
+                             AT(float, e), n, scale, keep);
+    else
+        limit_update_f32(AT(float, a), AT(const float, b), AT(float, c), AT(float, d), n,
+                         scale, keep);
+#undef AT
 }
 
 typedef struct {
-    float **a, **b, **c, **d, **e; /* e only with FEAT_EMA */
+    void **a, **b, **c, **d, **e; /* e only with FEAT_EMA */
     double *partial;               /* one padded slot per thread */
 } limit_arrays;
 
@@ -229,7 +269,7 @@ static void limit_step(const options *o, limit_arrays *L)
             for (int64_t g = lo; g < hi;) {
                 int64_t k = g / n, off = g % n;
                 int64_t len = n - off < hi - g ? n - off : hi - g;
-                s += limit_sumsq(L->b[k] + off, len);
+                s += limit_sumsq(o, L->b[k], off, len);
                 g += len;
             }
             L->partial[tid * 8] = s;
@@ -243,13 +283,8 @@ static void limit_step(const options *o, limit_arrays *L)
         for (int64_t g = lo; g < hi;) {
             int64_t k = g / n, off = g % n;
             int64_t len = n - off < hi - g ? n - off : hi - g;
-            if (bits & FEAT_EMA)
-                limit_update_ema(L->a[k] + off, L->b[k] + off, L->c[k] + off,
-                                 L->d[k] + off, L->e[k] + off, len, scale,
-                                 keep);
-            else
-                limit_update(L->a[k] + off, L->b[k] + off, L->c[k] + off,
-                             L->d[k] + off, len, scale, keep);
+            limit_update(o, L->a[k], L->b[k], L->c[k], L->d[k],
+                         (bits & FEAT_EMA) ? L->e[k] : NULL, off, len, scale, keep);
             g += len;
         }
     }
@@ -272,7 +307,7 @@ static void limit_setup(const options *o, limit_arrays *L)
 static void limit_teardown(const options *o, limit_arrays *L)
 {
     /* Keep the results observable. */
-    volatile float sink = L->a[0][0] + L->c[o->tensors - 1][o->elements - 1];
+    volatile unsigned char sink = *(unsigned char *)L->a[0] + *(unsigned char *)L->c[o->tensors - 1];
     (void)sink;
     free_tensors(L->a, o->tensors);
     free_tensors(L->b, o->tensors);
@@ -295,7 +330,7 @@ static void check(int status, const char *what)
 
 typedef struct {
     adadelta *opt;
-    float **var, **grad;
+    void **var, **grad;
 } library_state;
 
 static void library_setup(const options *o, library_state *S)
@@ -321,22 +356,24 @@ static void library_setup(const options *o, library_state *S)
     for (int64_t k = 0; k < o->tensors; k++) {
         char name[64];
         snprintf(name, sizeof name, "dense_%lld/kernel", (long long)k);
-        check(adadelta_add_variable(S->opt, name, ADADELTA_F32, S->var[k], 1,
-                                    shape),
+        check(adadelta_add_variable(S->opt, name, o->f64 ? ADADELTA_F64 : ADADELTA_F32,
+                                    S->var[k], 1, shape),
               "adadelta_add_variable");
     }
 }
 
 static void library_step(library_state *S)
 {
-    check(adadelta_apply(S->opt, (const float *const *)S->grad),
+    check(adadelta_apply(S->opt, (const void *const *)S->grad),
           "adadelta_apply");
 }
 
 static void library_teardown(const options *o, library_state *S)
 {
-    float first = S->var[0][0];
-    float last = S->var[o->tensors - 1][o->elements - 1];
+    int64_t end = o->elements - 1;
+    double first = o->f64 ? ((double *)S->var[0])[0] : ((float *)S->var[0])[0];
+    double last = o->f64 ? ((double *)S->var[o->tensors - 1])[end]
+                         : ((float *)S->var[o->tensors - 1])[end];
     if (!isfinite(first) || !isfinite(last))
         fprintf(stderr, "adadelta-bench: warning: non-finite variable after "
                         "the timed steps\n");
@@ -372,7 +409,7 @@ static void limit_block(const options *o, limit_arrays *L, int count,
 
 int main(int argc, char **argv)
 {
-    options o = {1 << 20, 1, 0, 20, 3, 0, "plain", 0};
+    options o = {1 << 20, 1, 0, 20, 3, 0, "plain", 0, 0};
     for (int i = 1; i < argc; i++) {
         const char *f = argv[i];
         if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
@@ -400,7 +437,11 @@ int main(int argc, char **argv)
             o.warmup = (int)parse_int(f, v, 0, 10000000);
         else if (!strcmp(f, "--rounds"))
             o.rounds = (int)parse_int(f, v, 1, 10000000);
-        else if (!strcmp(f, "--features")) {
+        else if (!strcmp(f, "--dtype")) {
+            if (strcmp(v, "f32") && strcmp(v, "f64"))
+                die("--dtype %s is not f32 or f64", v);
+            o.f64 = !strcmp(v, "f64");
+        } else if (!strcmp(f, "--features")) {
             int k = feature_index(v);
             if (k < 0)
                 die("unknown --features %s", v);
@@ -455,7 +496,8 @@ int main(int argc, char **argv)
     double t_lib = median(lib, o.steps);
     double t_lim = median(lim, o.steps);
 
-    int bpe = 28 + ((o.bits & FEAT_CLIP) ? 4 : 0) + ((o.bits & FEAT_EMA) ? 8 : 0);
+    int bpe = (28 + ((o.bits & FEAT_CLIP) ? 4 : 0) + ((o.bits & FEAT_EMA) ? 8 : 0)) *
+              (int)(elem_size(&o) / sizeof(float));
     double total = (double)o.elements * (double)o.tensors;
     double eps_lib = total / t_lib, eps_lim = total / t_lim;
     printf("{\"library\":\"adadelta\",\"elements\":%lld,\"tensors\":%lld,"
@@ -464,10 +506,10 @@ int main(int argc, char **argv)
            "\"limit_seconds_per_step\":%.6g,"
            "\"limit_elements_per_second\":%.6g,\"fraction_of_limit\":%.4f,"
            "\"bytes_per_element\":%d,\"limit_bytes_per_second\":%.6g,"
-           "\"version\":\"%s\",\"kernel\":\"%s\"}\n",
+           "\"dtype\":\"%s\",\"version\":\"%s\",\"kernel\":\"%s\"}\n",
            (long long)o.elements, (long long)o.tensors, o.threads, o.features,
            o.steps, o.rounds, t_lib, eps_lib, t_lim, eps_lim, eps_lib / eps_lim, bpe,
-           eps_lim * bpe, adadelta_version_string(), adadelta_kernel());
+           eps_lim * bpe, o.f64 ? "f64" : "f32", adadelta_version_string(), adadelta_kernel());
     fflush(stdout);
     free(lib);
     free(lim);

@@ -104,7 +104,7 @@ static void report(const char *what, int call)
 /* One call through begin_step, grad_ready per variable, end_step: the last
  * variable first (a backward pass's order), the first first, or a shuffle
  * that differs between calls and ranks. */
-static int overlapped_call(adadelta_mpi *m, const float *const *grads, int n, const char *order,
+static int overlapped_call(adadelta_mpi *m, const void *const *grads, int n, const char *order,
                            int call)
 {
     int *seq = malloc((size_t)(n > 0 ? n : 1) * sizeof *seq);
@@ -153,7 +153,7 @@ static int run(int argc, char **argv)
 
     adadelta *core = NULL;
     adadelta_mpi *m = NULL;
-    float **owned = NULL; /* variables read from --params: ours to free */
+    void **owned = NULL; /* variables read from --params: ours to free */
     int n_owned = 0;
     capture_begin();
     if (!rc)
@@ -203,7 +203,7 @@ static int run(int argc, char **argv)
         rc = replay_exit_code(st);
     }
     for (int k = 0; k < g.calls && !rc; k++) {
-        const float *const *grads = g.table + (size_t)k * g.n_vars;
+        const void *const *grads = g.table + (size_t)k * g.n_vars;
         st = o.overlap ? overlapped_call(m, grads, g.n_vars, o.order, k) : adadelta_mpi_apply(m, grads);
         if (st) {
             report(NULL, k);

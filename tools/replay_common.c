@@ -194,6 +194,12 @@ static int read_text(const char *path, char **out)
     return 0;
 }
 
+static const char *dtype_name(int dtype)
+{
+    return adadelta_st_dtype_name((adadelta_st_dtype)dtype);
+}
+
+/* Each --params tensor becomes a variable of its own dtype (F32 or F64). */
 static int add_params(const char *path, adadelta *opt)
 {
     adadelta_st_file *f;
@@ -202,20 +208,22 @@ static int add_params(const char *path, adadelta *opt)
         return st_fail(rc);
     for (int i = 0; i < f->n && !rc; i++) {
         const adadelta_st_tensor *t = &f->t[i];
-        if (t->dtype != ADADELTA_ST_F32) {
-            fprintf(stderr, "%s: %s: variable '%s' is not F32 (only float32 variables)\n", replay_prog,
-                    path, t->name);
+        if (t->dtype != ADADELTA_ST_F32 && t->dtype != ADADELTA_ST_F64) {
+            fprintf(stderr, "%s: %s: variable '%s' is %s (variables are F32 or F64)\n",
+                    replay_prog, path, t->name, adadelta_st_dtype_name(t->dtype));
             rc = ADADELTA_EFORMAT;
             break;
         }
-        float *data = malloc((size_t)(t->numel ? t->numel : 1) * sizeof(float));
+        void *data = malloc(t->nbytes ? t->nbytes : 8);
         if (!data) {
             fprintf(stderr, "%s: %s: out of memory\n", replay_prog, path);
             rc = ADADELTA_ENOMEM;
             break;
         }
-        adadelta_st_copy_f32(t, data);
-        int v = adadelta_add_variable(opt, t->name, ADADELTA_F32, data, t->ndim, t->shape);
+        if (t->nbytes)
+            memcpy(data, t->data, t->nbytes);
+        int v = adadelta_add_variable(opt, t->name, (adadelta_dtype)t->dtype, data, t->ndim,
+                                      t->shape);
         if (v < 0) {
             free(data);
             fprintf(stderr, "%s: %s: %s\n", replay_prog, path, adadelta_last_error());
@@ -356,7 +364,16 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
             return EXIT_MISMATCH;
         }
         adadelta_variable_shape(opt, v, &ndim, shape);
-        int same = t->dtype == ADADELTA_ST_F32 && t->ndim == ndim;
+        int dtype = adadelta_variable_dtype(opt, v);
+        if ((int)t->dtype != dtype) {
+            fprintf(stderr, "%s: %s: tensor '%s' is %s, variable '%s' is %s (a gradient has "
+                    "its variable's dtype)\n",
+                    replay_prog, path, t->name, adadelta_st_dtype_name(t->dtype), name,
+                    dtype_name(dtype));
+            adadelta_st_free(f);
+            return EXIT_MISMATCH;
+        }
+        int same = t->ndim == ndim;
         for (int d = 0; same && d < ndim; d++)
             same = t->shape[d] == shape[d];
         if (!same) {
@@ -389,10 +406,13 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
         adadelta_st_free(f);
         return EXIT_MISMATCH;
     }
-    size_t data_bytes = f->size - f->data_start;
+    /* Each tensor 64-byte aligned (a float64 one may sit at any offset). */
+    size_t data_bytes = 0;
+    for (int i = 0; i < f->n; i++)
+        data_bytes += (f->t[i].nbytes + 63) & ~(size_t)63;
     g->calls = (int)calls;
     g->n_vars = n_vars;
-    g->data = malloc(data_bytes ? data_bytes : 4);
+    g->data = aligned_alloc(64, data_bytes ? data_bytes : 64);
     g->table = calloc((size_t)calls * (size_t)n_vars + 1, sizeof *g->table);
     if (!g->data || !g->table) {
         adadelta_st_free(f);
@@ -400,7 +420,7 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
         fprintf(stderr, "%s: %s: out of memory\n", replay_prog, path);
         return 1;
     }
-    memcpy(g->data, f->buf + f->data_start, data_bytes);
+    size_t at = 0;
     for (int i = 0; i < f->n; i++) {
         const adadelta_st_tensor *t = &f->t[i];
         const char *name;
@@ -413,8 +433,10 @@ int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g)
             replay_free_grads(g);
             return EXIT_BAD_FILE;
         }
-        g->table[k * n_vars + v] =
-            (const float *)((const char *)g->data + (t->data - (f->buf + f->data_start)));
+        if (t->nbytes)
+            memcpy(g->data + at, t->data, t->nbytes);
+        g->table[k * n_vars + v] = g->data + at;
+        at += (t->nbytes + 63) & ~(size_t)63;
     }
     adadelta_st_free(f);
     for (int k = 0; k < g->calls; k++) {

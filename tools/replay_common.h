@@ -34,7 +34,8 @@ void replay_print_version(const char *argv0);
 /* The exit status for a library status. */
 int replay_exit_code(int status);
 
-/* Builds the optimizer from --config/--params or --resume, applies
+/* Builds the optimizer from --config/--params or --resume (each variable
+ * in the dtype of its --params tensor: F32 or F64), applies
  * --threads and --exclude-from-weight-decay. Prints the error and returns
  * the exit status on failure. */
 int replay_make_optimizer(const replay_opts *o, adadelta **out);
@@ -43,11 +44,12 @@ int replay_make_optimizer(const replay_opts *o, adadelta **out);
  * it read from --params. */
 void replay_destroy_optimizer(const replay_opts *o, adadelta *opt);
 
-/* The gradients of every call, checked against the optimizer's variables. */
+/* The gradients of every call, checked against the optimizer's variables
+ * (each in its variable's dtype). */
 typedef struct replay_grads {
     int calls, n_vars;
-    float *data;          /* aligned copy of the file's data section */
-    const float **table;  /* table[k * n_vars + v], NULL = no gradient */
+    unsigned char *data;  /* the tensors' data, each copied 64-byte aligned */
+    const void **table;   /* table[k * n_vars + v], NULL = no gradient */
 } replay_grads;
 
 int replay_load_grads(const char *path, const adadelta *opt, replay_grads *g);

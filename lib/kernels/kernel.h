@@ -1,8 +1,9 @@
 /* kernel.h - the per-element loops of the Adadelta step. They live in
- * step.c, compiled once per instruction set with -ffp-contract=off, so
- * every variant computes the same bits; dispatch.c chooses one table per
- * process (ADADELTA_KERNEL can pin it) and the adadelta_kernel_* calls below
- * go through it. */
+ * step_body.h, instantiated once per variable dtype (float32, float64) by
+ * step.c, which is compiled once per instruction set with
+ * -ffp-contract=off, so every variant computes the same bits; dispatch.c
+ * chooses one table per process (ADADELTA_KERNEL can pin it) and the
+ * adadelta_kernel_* / adadelta_kernel64_* calls below go through it. */
 #ifndef ADADELTA_KERNEL_H
 #define ADADELTA_KERNEL_H
 
@@ -12,51 +13,69 @@ enum {
     ADADELTA_CLIP_NONE = 0,   /* g */
     ADADELTA_CLIP_SCALE = 1,  /* g * a            (global_clipnorm) */
     ADADELTA_CLIP_NORM = 2,   /* (g * a) / b      (clipnorm) */
-    ADADELTA_CLIP_VALUE = 3   /* clip(g, -a, a)   (clipvalue) */
+    ADADELTA_CLIP_VALUE = 3,  /* clip(g, -a, a)   (clipvalue) */
+    /* T(double(g) * wide): a float32 gradient scaled by a float64 global
+     * scale (Keras promotes it when a float64 variable takes part). */
+    ADADELTA_CLIP_SCALE_WIDE = 4
 };
 
-/* Everything one step needs per element, as float32 constants. */
-typedef struct adadelta_step_params {
-    float rho, one_minus_rho, epsilon, lr;
-    int divide;          /* g = g / divisor (loss scale) */
-    float divisor;
-    int accumulate;      /* g = (g + acc) / steps; acc = 0 */
-    float steps;
-    int clip;            /* ADADELTA_CLIP_* */
-    float clip_a, clip_b;
-    int weight_decay;    /* var = var - var * wd * lr */
-    float wd;
-    int ema;             /* avg = m * avg + (1 - m) * var */
-    float ema_m, ema_one_minus_m;
+/* Everything one step needs per element, as constants of the variable's
+ * dtype T (the one list of fields for both dtypes). */
+#define ADADELTA_STEP_PARAMS_FIELDS(T)                                        \
+    T rho, one_minus_rho, epsilon, lr;                                        \
+    int divide;          /* g = g / divisor (loss scale) */                   \
+    T divisor;                                                                \
+    int accumulate;      /* g = (g + acc) / steps; acc = 0 */                 \
+    T steps;                                                                  \
+    int clip;            /* ADADELTA_CLIP_* */                                \
+    T clip_a, clip_b;                                                         \
+    double clip_wide;    /* ADADELTA_CLIP_SCALE_WIDE */                       \
+    int weight_decay;    /* var = var - var * wd * lr */                      \
+    T wd;                                                                     \
+    int ema;             /* avg = m * avg + (1 - m) * var */                  \
+    T ema_m, ema_one_minus_m;                                                 \
     int ema_overwrite;   /* var = avg afterwards */
+
+typedef struct adadelta_step_params {
+    ADADELTA_STEP_PARAMS_FIELDS(float)
 } adadelta_step_params;
+
+typedef struct adadelta_step_params_f64 {
+    ADADELTA_STEP_PARAMS_FIELDS(double)
+} adadelta_step_params_f64;
+
+/* The loops of one dtype T with its params P. */
+#define ADADELTA_KERNEL_SET(T, P)                                             \
+    struct {                                                                  \
+        /* The fused step over n elements: gradient preparation, clipping,  \
+         * weight decay, Adadelta, EMA, in Keras's order; one pass over      \
+         * memory. acc and avg may be NULL when their flags are off. */      \
+        void (*step)(const P *p, int64_t n, T *restrict var, const T *restrict grad, \
+                     T *restrict acc, T *restrict acc_grad, T *restrict acc_delta,   \
+                     T *restrict avg);                                        \
+        /* Sum of squares (in double, in a fixed order independent of the   \
+         * vector width) of the prepared gradient (divide, accumulate). */   \
+        double (*sum_squares)(const P *p, int64_t n, const T *restrict grad,  \
+                              const T *restrict acc);                         \
+        /* acc = g / divisor + acc (divide only if p->divide). */            \
+        void (*accumulate)(const P *p, int64_t n, const T *restrict grad,     \
+                           T *restrict acc);                                  \
+        /* out = prepared gradient (divide and accumulate as in p). */       \
+        void (*prepare)(const P *p, int64_t n, const T *restrict grad,        \
+                        const T *restrict acc, T *restrict out);              \
+        /* The same in place: g = prepared g. */                             \
+        void (*prepare_inplace)(const P *p, int64_t n, T *restrict g,         \
+                                const T *restrict acc);                       \
+        /* EMA of variables without a step this call. */                     \
+        void (*ema)(const P *p, int64_t n, T *restrict var, T *restrict avg); \
+        /* 1 if every element is finite. */                                  \
+        int (*all_finite)(int64_t n, const T *restrict x);                    \
+    }
 
 typedef struct adadelta_kernels {
     const char *name; /* "avx512f", "avx2", "default" */
-    /* The fused step over n elements: gradient preparation, clipping,
-     * weight decay, Adadelta, EMA, in Keras's order; one pass over memory.
-     * acc and avg may be NULL when their flags are off. */
-    void (*step)(const adadelta_step_params *p, int64_t n, float *restrict var,
-                 const float *restrict grad, float *restrict acc, float *restrict acc_grad,
-                 float *restrict acc_delta, float *restrict avg);
-    /* Sum of squares (in double, in a fixed order independent of the
-     * vector width) of the prepared gradient (divide, accumulate as in p). */
-    double (*sum_squares)(const adadelta_step_params *p, int64_t n, const float *restrict grad,
-                          const float *restrict acc);
-    /* acc = g / divisor + acc (divide only if p->divide). */
-    void (*accumulate)(const adadelta_step_params *p, int64_t n, const float *restrict grad,
-                       float *restrict acc);
-    /* out = prepared gradient (divide and accumulate as in p; acc kept). */
-    void (*prepare)(const adadelta_step_params *p, int64_t n, const float *restrict grad,
-                    const float *restrict acc, float *restrict out);
-    /* The same in place: g = prepared g. */
-    void (*prepare_inplace)(const adadelta_step_params *p, int64_t n, float *restrict g,
-                            const float *restrict acc);
-    /* EMA of variables without a step this call. */
-    void (*ema)(const adadelta_step_params *p, int64_t n, float *restrict var,
-                float *restrict avg);
-    /* 1 if every element is finite. */
-    int (*all_finite)(int64_t n, const float *restrict x);
+    ADADELTA_KERNEL_SET(float, adadelta_step_params) f32;
+    ADADELTA_KERNEL_SET(double, adadelta_step_params_f64) f64;
 } adadelta_kernels;
 
 /* One table per instruction set compiled in (step.c). */
@@ -68,12 +87,12 @@ extern const adadelta_kernels adadelta__kernels_avx2, adadelta__kernels_avx512f;
 /* The table this process uses (dispatch.c). */
 const adadelta_kernels *adadelta__kernels(void);
 
-#define adadelta_kernel_step(...) (adadelta__kernels()->step(__VA_ARGS__))
-#define adadelta_kernel_sum_squares(...) (adadelta__kernels()->sum_squares(__VA_ARGS__))
-#define adadelta_kernel_accumulate(...) (adadelta__kernels()->accumulate(__VA_ARGS__))
-#define adadelta_kernel_prepare(...) (adadelta__kernels()->prepare(__VA_ARGS__))
-#define adadelta_kernel_prepare_inplace(...) (adadelta__kernels()->prepare_inplace(__VA_ARGS__))
-#define adadelta_kernel_ema(...) (adadelta__kernels()->ema(__VA_ARGS__))
-#define adadelta_kernel_all_finite(...) (adadelta__kernels()->all_finite(__VA_ARGS__))
+#define adadelta_kernel_step(...) (adadelta__kernels()->f32.step(__VA_ARGS__))
+#define adadelta_kernel_sum_squares(...) (adadelta__kernels()->f32.sum_squares(__VA_ARGS__))
+#define adadelta_kernel_accumulate(...) (adadelta__kernels()->f32.accumulate(__VA_ARGS__))
+#define adadelta_kernel_prepare(...) (adadelta__kernels()->f32.prepare(__VA_ARGS__))
+#define adadelta_kernel_prepare_inplace(...) (adadelta__kernels()->f32.prepare_inplace(__VA_ARGS__))
+#define adadelta_kernel_ema(...) (adadelta__kernels()->f32.ema(__VA_ARGS__))
+#define adadelta_kernel_all_finite(...) (adadelta__kernels()->f32.all_finite(__VA_ARGS__))
 
 #endif

@@ -42,8 +42,8 @@ _SLOT_KINDS = {
     "gradient_accumulator": _capi.SLOT_GRADIENT_ACCUMULATOR,
 }
 
-# numpy dtype -> adadelta_dtype. Only float32 is accepted by the C library
-# today; the others are passed through and refused (or, once implemented,
+# numpy dtype -> adadelta_dtype. The C library accepts float32 and float64;
+# the others are passed through and refused (or, once implemented,
 # accepted) by it. bfloat16 is ml_dtypes.bfloat16 when installed, or uint16
 # arrays holding the bits.
 _NP_DTYPES = {np.dtype(np.float32): _capi.F32, np.dtype(np.float64): _capi.F64,
@@ -305,8 +305,9 @@ class _Optimizer:
         """Keras's ``build(variables)``: registers the arrays this optimizer
         updates (in place, no copy) and allocates the slot variables.
 
-        variables: C-contiguous, writeable numpy arrays (float32; float64,
-        float16 and bfloat16 once the C library supports them). names: one
+        variables: C-contiguous, writeable numpy arrays, float32 or float64
+        (each variable's gradients in its dtype; float16 and bfloat16 once
+        the C library supports them). names: one
         string per variable (default ``variable_<i>``); Keras's variable
         paths (``"dense/kernel"``) make exclude_from_weight_decay(var_names=)
         and the saved files readable. A second call does nothing, as in Keras.
@@ -329,7 +330,7 @@ class _Optimizer:
             code = _NP_DTYPES.get(v.dtype)
             if code is None:
                 raise errors.invalid("build: variable %d (%s) has dtype %s; supported: float32 "
-                                     "(float64, float16, bfloat16 as the C library gains them)"
+                                     "and float64 (float16, bfloat16 as the C library gains them)"
                                      % (i, name, v.dtype))
             if not (v.flags.c_contiguous and v.flags.writeable and v.flags.aligned):
                 raise errors.invalid("build: variable %d (%s) must be a C-contiguous, aligned, "

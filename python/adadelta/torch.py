@@ -16,7 +16,7 @@ has a gradient raises ValueError, as Keras's apply does. With the same
 learning rate, rho and epsilon and none of the extras, the step is
 mathematically PyTorch's ``torch.optim.Adadelta(foreach=False)``.
 
-Parameters: CPU tensors, contiguous, float32 (float64, float16 and
+Parameters: CPU tensors, contiguous, float32 or float64 (float16 and
 bfloat16 are passed to the C library, which refuses them until it supports
 them). The C library updates the parameters' memory in place and reads the
 gradients where they lie (no copy). ``params`` may also be
@@ -67,8 +67,8 @@ def _check_parameter(p, where):
     if p.layout is not torch.strided:
         raise errors.invalid("%s: a %s tensor; only dense (strided) tensors" % (where, p.layout))
     if p.dtype not in TORCH_DTYPES:
-        raise errors.invalid("%s: dtype %s; supported: torch.float32 (float64, float16 and "
-                             "bfloat16 as the C library gains them)" % (where, p.dtype))
+        raise errors.invalid("%s: dtype %s; supported: torch.float32 and torch.float64 (float16 "
+                             "and bfloat16 as the C library gains them)" % (where, p.dtype))
     if not p.is_contiguous():
         raise errors.invalid("%s: not contiguous (the C library updates it in place; make "
                              "the parameter contiguous before creating the optimizer)" % where)

@@ -19,9 +19,10 @@ EXAMPLES = os.path.dirname(DIGITS) if os.path.isdir(os.path.dirname(DIGITS)) els
 
 
 def case_dirs():
-    """Every conformance case folder (tests/data/keras/*, tests/data/torch/*)."""
+    """Every conformance case folder (tests/data/keras/*, tests/data/torch/*,
+    the float64 and mixed tests/data/f64/*)."""
     out = []
-    for suite in ("keras", "torch"):
+    for suite in ("keras", "torch", "f64"):
         d = os.path.join(DATA, suite)
         if os.path.isdir(d):
             out += [os.path.join(d, c) for c in sorted(os.listdir(d))

@@ -31,7 +31,9 @@ def replay_with_python(d, out=None, threads=None):
     opt.build(arrays, names)
     calls = 1 + max(int(k.split("/")[1]) for k in grads)
     for k in range(calls):
-        opt.apply([grads.get("grads/%d/%s" % (k, n)) for n in names])
+        # copies: a view into the file may be misaligned for float64
+        g = [grads.get("grads/%d/%s" % (k, n)) for n in names]
+        opt.apply([None if x is None else np.array(x) for x in g])
     if case.get("finalize"):
         opt.finalize_variable_values()
     if out:
