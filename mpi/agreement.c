@@ -46,8 +46,7 @@ static uint64_t settings_hash(const adadelta_mpi *m)
 {
     uint64_t h = hash_i64(ADADELTA_MPI_HASH_START, m->bucket_bytes);
     h = hash_i64(h, m->compress);
-    const char *chunk = getenv("ADADELTA_MPI_CHUNK_ELEMENTS");
-    return adadelta_mpi__hash(h, chunk ? chunk : "", chunk ? strlen(chunk) : 0);
+    return hash_i64(h, m->chunk);
 }
 
 static uint64_t variables_hash(const adadelta_mpi *m)
@@ -124,7 +123,7 @@ int adadelta_mpi__check_agreement(adadelta_mpi *m)
     static const char *const what[3] = {
         "the config (adadelta_config_to_json, check_finite, mode)",
         "the variables (number, names, shapes, order, weight-decay exclusions)",
-        "the layer's settings (bucket bytes, compression, ADADELTA_MPI_CHUNK_ELEMENTS)"};
+        "the layer's settings (bucket bytes, compression, chunk elements)"};
     for (int i = 0; i < 3; i++)
         if (lo[i] != hi[i]) {
             char ranks[200], keys[512] = "";

@@ -2,8 +2,29 @@
  * local calls: variables, exclusions, threads, the getters. */
 #include "mpi_internal.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+
+int64_t adadelta_mpi__env_int(const char *name, int64_t fallback, int64_t lo, int64_t hi)
+{
+    const char *s = getenv(name);
+    if (!s || !*s)
+        return fallback;
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    return errno || *end || x < lo || x > hi ? fallback : (int64_t)x;
+}
+
+/* The MPI calls' chunk: their int counts and displacements must hold
+ * R times a chunk; ADADELTA_MPI_CHUNK_ELEMENTS may lower it (tests). */
+static int64_t chunk_elements(int size)
+{
+    int64_t limit = (INT_MAX / (size > 1 ? size : 2)) & ~(int64_t)15;
+    return adadelta_mpi__env_int("ADADELTA_MPI_CHUNK_ELEMENTS", limit, 1, limit);
+}
 
 /* The layer reduces and stores flat float32 buffers: a variable of another
  * dtype is refused (naming it), not reinterpreted. */
@@ -73,6 +94,7 @@ static int wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode, int local
     env = getenv("ADADELTA_MPI_SHM");
     m->shm_wanted = env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "1") ? 1 : -1;
     m->bucket_bytes = ADADELTA_MPI_DEFAULT_BUCKET_BYTES;
+    m->chunk = chunk_elements(size);
     env = getenv("ADADELTA_MPI_COMPRESSION");
     m->compress = env && !strcmp(env, "bf16")  ? ADADELTA_MPI_COMPRESS_BF16
                   : env && !strcmp(env, "f16") ? ADADELTA_MPI_COMPRESS_F16

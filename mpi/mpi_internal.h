@@ -79,7 +79,7 @@ struct adadelta_mpi {
     int64_t *voff;    /* nv + 1 flat offsets of the variables */
     int *bounds;      /* size + 1 shard bounds of the ranks' ranges */
     int64_t *eoff;    /* size + 1 flat offsets of the ranks' ranges */
-    int64_t chunk;    /* most elements in one MPI call */
+    int64_t chunk;    /* most elements in one MPI call (set at creation) */
     int64_t bucket_bytes;
     int n_buckets;
     bucket *buckets;
@@ -110,6 +110,11 @@ void adadelta_mpi__clear_error(void);
 int adadelta_mpi__agree(const adadelta_mpi *m, int rc);
 /* The same before an adadelta_mpi exists. */
 int adadelta_mpi__agree_comm(MPI_Comm comm, int rc);
+
+/* ------------------------------------------------------------ create.c */
+/* An integer from the environment in [lo, hi]; fallback when unset or not
+ * one. */
+int64_t adadelta_mpi__env_int(const char *name, int64_t fallback, int64_t lo, int64_t hi);
 
 /* ------------------------------------------------------------ agreement.c */
 uint64_t adadelta_mpi__hash(uint64_t h, const void *data, size_t n);

@@ -11,24 +11,13 @@
  * cannot make the ranks split differently. */
 #include "mpi_internal.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 
-static int node_ranks_wish(void)
-{
-    const char *s = getenv("ADADELTA_MPI_NODE_RANKS");
-    if (!s || !*s)
-        return 0;
-    char *end;
-    errno = 0;
-    long x = strtol(s, &end, 10);
-    return errno || *end || x < 1 || x > INT_MAX ? 0 : (int)x;
-}
-
 void adadelta_mpi__node_comm(const adadelta_mpi *m, MPI_Comm *node)
 {
-    int wish = node_ranks_wish(), range[2] = {wish, -wish}, got[2];
+    int wish = (int)adadelta_mpi__env_int("ADADELTA_MPI_NODE_RANKS", 0, 1, INT_MAX);
+    int range[2] = {wish, -wish}, got[2];
     MPI_Allreduce(range, got, 2, MPI_INT, MPI_MIN, m->comm);
     if (got[0] == -got[1] && got[0] > 0)
         MPI_Comm_split(m->comm, m->rank / got[0], m->rank, node);

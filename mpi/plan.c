@@ -5,7 +5,6 @@
  * of MPI calls, and the reduction engine. */
 #include "mpi_internal.h"
 
-#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,25 +75,6 @@ static int make_buckets(adadelta_mpi *m)
     return 0;
 }
 
-static int64_t env_int(const char *name, int64_t fallback, int64_t lo, int64_t hi)
-{
-    const char *s = getenv(name);
-    if (!s || !*s)
-        return fallback;
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    return errno || *end || x < lo || x > hi ? fallback : (int64_t)x;
-}
-
-/* The MPI calls' chunk: their int counts and displacements must hold
- * R times a chunk; ADADELTA_MPI_CHUNK_ELEMENTS may lower it (tests). */
-static int64_t chunk_elements(const adadelta_mpi *m)
-{
-    int64_t limit = (INT_MAX / (m->size > 1 ? m->size : 2)) & ~(int64_t)15;
-    return env_int("ADADELTA_MPI_CHUNK_ELEMENTS", limit, 1, limit);
-}
-
 static int make_flags(adadelta_mpi *m)
 {
     const adadelta_config *c = adadelta_get_config(m->core);
@@ -128,7 +108,6 @@ static int make_layout(adadelta_mpi *m)
     CORE->partition(c, R, m->bounds);
     for (int r = 0; r <= R; r++)
         m->eoff[r] = CORE->shard_offset(c, m->bounds[r]);
-    m->chunk = chunk_elements(m);
     int rc = make_buckets(m);
     return rc ? rc : make_flags(m);
 }

@@ -67,7 +67,6 @@ typedef struct hier {
     MPI_Win win;
     node_layout nl;
     int parts;           /* P: node ranks below it carry part local_rank */
-    int64_t piece_max;
     float **contrib;     /* per node rank: its segment's contribution */
     float *mean;         /* node rank 0's segment: the node's mean */
     shm_counter *arrivals, *summed, *meaned, *ended, *passed;
@@ -205,9 +204,9 @@ static void lay_out(adadelta_mpi *m, hier *e)
 static int alloc_local(adadelta_mpi *m, hier *e)
 {
     int j = e->nl.local_rank;
+    int64_t piece_max = piece_elements(m);
     e->parts = e->nl.min_size;
-    e->piece_max = piece_elements(m);
-    e->n_pieces = j < e->parts ? (int)count_pieces(m, j, e->parts, e->piece_max, NULL) : 0;
+    e->n_pieces = j < e->parts ? (int)count_pieces(m, j, e->parts, piece_max, NULL) : 0;
     e->contrib = calloc((size_t)e->nl.local_size, sizeof *e->contrib);
     e->pieces = calloc((size_t)e->n_pieces + 1, sizeof *e->pieces);
     e->first_piece = calloc((size_t)m->n_buckets + 1, sizeof *e->first_piece);
@@ -224,7 +223,7 @@ static int alloc_local(adadelta_mpi *m, hier *e)
         (m->compress && !e->mean16))
         return adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi: out of memory");
     if (j < e->parts)
-        count_pieces(m, j, e->parts, e->piece_max, e);
+        count_pieces(m, j, e->parts, piece_max, e);
     for (int b = 0; b < m->n_buckets; b++)
         e->added_left[b] = e->done_left[b] = e->first_piece[b + 1] - e->first_piece[b];
     return 0;

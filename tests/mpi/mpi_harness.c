@@ -128,6 +128,36 @@ int run(adadelta_mpi *o, model *m, int from, int to, int flags)
     return rc;
 }
 
+static char *job_node_ranks; /* saved by engine_env_begin */
+
+void engine_env_begin(const engine_env *e)
+{
+    const char *job = getenv("ADADELTA_MPI_NODE_RANKS");
+    free(job_node_ranks);
+    job_node_ranks = job ? strdup(job) : NULL;
+    setenv("ADADELTA_MPI_SHM", e->shm, 1);
+    if (e->chunk)
+        setenv("ADADELTA_MPI_CHUNK_ELEMENTS", e->chunk, 1);
+    else
+        unsetenv("ADADELTA_MPI_CHUNK_ELEMENTS");
+    if (e->node_ranks)
+        setenv("ADADELTA_MPI_NODE_RANKS", e->node_ranks, 1);
+    else
+        unsetenv("ADADELTA_MPI_NODE_RANKS");
+}
+
+void engine_env_end(void)
+{
+    unsetenv("ADADELTA_MPI_SHM");
+    unsetenv("ADADELTA_MPI_CHUNK_ELEMENTS");
+    if (job_node_ranks)
+        setenv("ADADELTA_MPI_NODE_RANKS", job_node_ranks, 1);
+    else
+        unsetenv("ADADELTA_MPI_NODE_RANKS");
+    free(job_node_ranks);
+    job_node_ranks = NULL;
+}
+
 char *path_of(const char *name)
 {
     static char buf[4][512];

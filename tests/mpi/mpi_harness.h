@@ -62,6 +62,18 @@ int run(adadelta_mpi *o, model *m, int from, int to, int flags);
 int run_and_save(const adadelta_config *cfg, adadelta_mpi_mode mode, int calls, int flags,
                  int finalize, const char *file, float *scale_out);
 
+/* The environment that picks the reduction engine, for the optimizers
+ * made between engine_env_begin and engine_env_end: ADADELTA_MPI_SHM, and
+ * ADADELTA_MPI_CHUNK_ELEMENTS and ADADELTA_MPI_NODE_RANKS (NULL: unset);
+ * want: the engine expected. The end unsets them, but gives back the job's
+ * own ADADELTA_MPI_NODE_RANKS (mpi_api.sh runs whole tests on pretend
+ * nodes). */
+typedef struct engine_env {
+    const char *shm, *chunk, *node_ranks, *want;
+} engine_env;
+void engine_env_begin(const engine_env *e);
+void engine_env_end(void);
+
 /* A path in the shared temporary folder (rotating buffers). */
 char *path_of(const char *name);
 /* Rank 0 compares two files byte by byte; the verdict is shared. */

@@ -157,35 +157,19 @@ static void test_zero_copy_gradients(void **state)
 }
 
 /* Runs 5 calls with the engine the environment asks for and saves them. */
-static void run_with_env(const adadelta_config *cfg, int mode, const char *shm, const char *chunk,
-                         const char *node_ranks, const char *file, const char *want_engine)
+static void run_with_env(const adadelta_config *cfg, int mode, const engine_env *env,
+                         const char *file)
 {
-    setenv("ADADELTA_MPI_SHM", shm, 1);
-    if (chunk)
-        setenv("ADADELTA_MPI_CHUNK_ELEMENTS", chunk, 1);
-    /* the job's own setting (mpi_api.sh runs this whole test on pretend
-     * nodes too) comes back afterwards */
-    const char *job = getenv("ADADELTA_MPI_NODE_RANKS");
-    char *job_nodes = job ? strdup(job) : NULL;
-    if (node_ranks)
-        setenv("ADADELTA_MPI_NODE_RANKS", node_ranks, 1);
-    else
-        unsetenv("ADADELTA_MPI_NODE_RANKS");
+    engine_env_begin(env);
     model m;
     model_init(&m);
     adadelta_mpi *o = make(cfg, (adadelta_mpi_mode)mode, &m);
     AGREE(o && run(o, &m, 0, 5, NONE_ODD) == 0);
-    AGREE(!strcmp(adadelta_mpi_engine(o), want_engine));
+    AGREE(!strcmp(adadelta_mpi_engine(o), env->want));
     AGREE(adadelta_mpi_save(o, file) == 0);
     adadelta_mpi_destroy(o);
     model_free(&m);
-    unsetenv("ADADELTA_MPI_SHM");
-    unsetenv("ADADELTA_MPI_CHUNK_ELEMENTS");
-    if (job_nodes)
-        setenv("ADADELTA_MPI_NODE_RANKS", job_nodes, 1);
-    else
-        unsetenv("ADADELTA_MPI_NODE_RANKS");
-    free(job_nodes);
+    engine_env_end();
 }
 
 static void test_engines_equal(void **state)
@@ -199,17 +183,17 @@ static void test_engines_equal(void **state)
                  *c = strdup(path_of("chunked.st")), *h = strdup(path_of("hier.st")),
                  *hc = strdup(path_of("hier_chunked.st"));
             /* mpirun here puts every rank on this machine: one node */
-            run_with_env(&cfg, mode, "1", NULL, NULL, a, R > 1 ? "shm" : "p2p");
-            run_with_env(&cfg, mode, "0", NULL, NULL, b, "p2p");
-            run_with_env(&cfg, mode, "0", "1000", NULL, c, "p2p");
+            run_with_env(&cfg, mode, &(engine_env){"1", NULL, NULL, R > 1 ? "shm" : "p2p"}, a);
+            run_with_env(&cfg, mode, &(engine_env){"0", NULL, NULL, "p2p"}, b);
+            run_with_env(&cfg, mode, &(engine_env){"0", "1000", NULL, "p2p"}, c);
             AGREE(same_files(a, b));
             AGREE(same_files(a, c));
             if (R > 1) {
                 /* pretend nodes: 1 + 1, 2 + 1, 2 + 2 ranks */
                 char node_ranks[16];
                 snprintf(node_ranks, sizeof node_ranks, "%d", (R + 1) / 2);
-                run_with_env(&cfg, mode, "1", NULL, node_ranks, h, "hier");
-                run_with_env(&cfg, mode, "1", "1000", node_ranks, hc, "hier");
+                run_with_env(&cfg, mode, &(engine_env){"1", NULL, node_ranks, "hier"}, h);
+                run_with_env(&cfg, mode, &(engine_env){"1", "1000", node_ranks, "hier"}, hc);
                 AGREE(same_files(a, h));
                 AGREE(same_files(a, hc));
             }
