@@ -250,11 +250,14 @@ ADADELTA_EXTERN int adadelta_set_learning_rate_callback(adadelta *opt, adadelta_
 
 /* Registers a variable (Keras's var_list order is the order of these calls).
  * data stays owned by the caller and must live as long as the optimizer;
- * the optimizer updates it in place. dtype ADADELTA_F32 or ADADELTA_F64
- * (F16 and BF16 are refused): its gradients, slots, EMA and accumulator
- * have it, and every op of its step is rounded to it, as Keras computes in
- * the variable's dtype (the learning rate is a float32 value, so a float64
- * variable sees f64(f32(lr)); README "float64" lists the constants).
+ * the optimizer updates it in place. dtype ADADELTA_F32, ADADELTA_F64,
+ * ADADELTA_F16 or ADADELTA_BF16 (data of the 16-bit ones is their uint16_t
+ * bit patterns), mixable in one optimizer: its gradients, slots, EMA and
+ * accumulator have it, and every op of its step is rounded to it, as Keras
+ * computes in the variable's dtype (the learning rate is a float32 value,
+ * so a float64 variable sees f64(f32(lr)), a float16 one f16(f32(lr)); a
+ * 16-bit gradient inside a LossScaleOptimizer is float32 until the step
+ * casts it; README "Dtypes" lists the rules).
  * ndim 0 is a scalar. Allowed only before the optimizer is built. Returns the
  * variable's index (>= 0) or a negative status. A name that could not be
  * saved and loaded is refused: empty, not well-formed UTF-8, longer than

@@ -22,13 +22,22 @@ int adadelta__check_grads(const adadelta *opt, const void *const *grads, const c
 /* ------------------------------------------------------- shard bodies */
 
 /* Each shard body picks its variable's loops: K (f32 or f64), the call's
- * params P of type PT and the element type T of that dtype. */
+ * params P of type PT and the element type T of that dtype (a 16-bit
+ * dtype's elements are its bits). */
 #define BY_DTYPE(var, BODY)                                                   \
     do {                                                                      \
-        if ((var)->dtype == ADADELTA_F64) {                                   \
-            BODY(double, f64, p64, adadelta_step_params_f64);                                           \
-        } else {                                                              \
-            BODY(float, f32, p, adadelta_step_params);                                              \
+        switch ((var)->dtype) {                                               \
+        case ADADELTA_F64:                                                    \
+            BODY(double, f64, p64, adadelta_step_params_f64);                 \
+            break;                                                            \
+        case ADADELTA_F16:                                                    \
+            BODY(uint16_t, f16, p16, adadelta_step_params);                   \
+            break;                                                            \
+        case ADADELTA_BF16:                                                   \
+            BODY(uint16_t, bf16, pbf16, adadelta_step_params);                \
+            break;                                                            \
+        default:                                                              \
+            BODY(float, f32, p, adadelta_step_params);                        \
         }                                                                     \
     } while (0)
 
@@ -129,7 +138,7 @@ static void shard_step(adadelta *opt, int s, void *vctx)
     do {                                                                      \
         PT q = c->P;                                            \
         if (q.clip == ADADELTA_CLIP_NORM)                                     \
-            q.clip_b = (T)opt->var_clip_b[sh->var];                           \
+            q.clip_b = opt->var_clip_b[sh->var]; /* to the field's type */                           \
         q.weight_decay = q.weight_decay && var->uses_weight_decay;            \
         adadelta__kernels()->K.step(                                          \
             &q, n, adadelta__data_at(var, sh->begin), AT(const T, g, sh->begin), \
@@ -146,8 +155,9 @@ static void shard_step(adadelta *opt, int s, void *vctx)
 
 void adadelta__accumulate_call(adadelta *opt, adadelta_call *c)
 {
-    adadelta__for_all_shards(opt, shard_accumulate, c);
     adadelta__set_ema_params(opt, &c->p, &c->p64);
+    adadelta__set_half_params(opt, c);
+    adadelta__for_all_shards(opt, shard_accumulate, c);
     if (c->p.ema)
         adadelta__for_each_shard(opt, shard_ema, c);
     opt->vars_changed = c->p.ema && c->p.ema_overwrite;
@@ -162,8 +172,9 @@ void adadelta__sum_squares(adadelta *opt, adadelta_call *c)
 
 void adadelta__update_call(adadelta *opt, adadelta_call *c)
 {
-    adadelta__set_clip_params(opt, c);
     adadelta__set_ema_params(opt, &c->p, &c->p64);
+    adadelta__set_half_params(opt, c);
+    adadelta__set_clip_params(opt, c);
     adadelta__for_each_shard(opt, shard_step, c);
     opt->vars_changed = 1;
     adadelta__count_finite_call(opt);
@@ -211,6 +222,7 @@ int adadelta_apply(adadelta *opt, const void *const *grads)
         c.p64.steps = (double)opt->cfg.gradient_accumulation_steps;
     }
     adadelta__set_update_params(opt, &c.p, &c.p64, opt->cfg.check_finite ? &lr : NULL);
+    adadelta__set_half_params(opt, &c);
     if (adadelta__needs_norms(&opt->cfg))
         adadelta__sum_squares(opt, &c);
     adadelta__update_call(opt, &c);

@@ -72,6 +72,7 @@ struct adadelta {
     int built;
     void *slot_block[ADADELTA_N_SLOTS];
     int n_f64;           /* variables of dtype ADADELTA_F64 */
+    int n_half;          /* variables of dtype ADADELTA_F16 or ADADELTA_BF16 */
 
     int64_t iterations;
     float dynamic_scale;
@@ -206,6 +207,9 @@ void adadelta__set_ema_params(const adadelta *opt, adadelta_step_params *p,
  * in opt->partials. */
 struct adadelta_call;
 void adadelta__set_clip_params(adadelta *opt, struct adadelta_call *c);
+/* The 16-bit dtypes' constants (all but the clip's) from the float32 ones
+ * already set and the config; after the divisor, update and EMA params. */
+void adadelta__set_half_params(const adadelta *opt, struct adadelta_call *c);
 int adadelta__needs_norms(const adadelta_config *cfg);
 int adadelta__is_accumulation_only(const adadelta *opt);
 /* LossScaleOptimizer bookkeeping after a finite call / a skipped one. */
@@ -214,11 +218,13 @@ void adadelta__skip_nonfinite_call(adadelta *opt);
 
 /* ------------------------------------------------------------ apply.c */
 /* What one call does, shared by the shard loops: the constants in each
- * dtype (p for float32 variables, p64 for float64 ones). */
+ * dtype (p for float32 variables, p64 for float64 ones, p16 and pbf16 for
+ * the 16-bit ones). */
 typedef struct adadelta_call {
     const void *const *grads; /* per variable, its dtype; NULL = no gradient */
     adadelta_step_params p;
     adadelta_step_params_f64 p64;
+    adadelta_step_params p16, pbf16;
 } adadelta_call;
 /* Checks the arguments of an apply-like call; ENOGRAD when no gradient. */
 int adadelta__check_grads(const adadelta *opt, const void *const *grads, const char *who);

@@ -25,6 +25,8 @@ static const struct {
 } dtypes[] = {
     [ADADELTA_ST_F32] = {"F32", 4},
     [ADADELTA_ST_F64] = {"F64", 8},
+    [ADADELTA_ST_F16] = {"F16", 2},
+    [ADADELTA_ST_BF16] = {"BF16", 2},
     [ADADELTA_ST_I64] = {"I64", 8},
 };
 #define N_DTYPES ((int)(sizeof dtypes / sizeof dtypes[0]))
@@ -100,7 +102,7 @@ static int parse_tensor(const char *label, const char *name, json_t *desc,
         if (dtypes[d].name && strcmp(json_string_value(dtype), dtypes[d].name) == 0)
             break;
     if (d == N_DTYPES)
-        return bad(label, "tensor '%s': dtype '%s' is not supported (F32, F64, I64)", name,
+        return bad(label, "tensor '%s': dtype '%s' is not supported (F32, F64, F16, BF16, I64)", name,
                    json_string_value(dtype));
     t->dtype = (adadelta_st_dtype)d;
     size_t ndim = json_array_size(shape);

@@ -11,7 +11,15 @@
 /* The largest header a reader accepts (as the reference implementation). */
 #define ADADELTA_ST_MAX_HEADER (100u << 20)
 
-typedef enum { ADADELTA_ST_F32 = 0, ADADELTA_ST_F64 = 1, ADADELTA_ST_I64 = 2 } adadelta_st_dtype;
+/* The float dtypes have the values of adadelta_dtype (F16 and BF16 are
+ * stored as their 16-bit patterns). */
+typedef enum {
+    ADADELTA_ST_F32 = 0,
+    ADADELTA_ST_F64 = 1,
+    ADADELTA_ST_F16 = 2,
+    ADADELTA_ST_BF16 = 3,
+    ADADELTA_ST_I64 = 4
+} adadelta_st_dtype;
 
 typedef struct adadelta_st_tensor {
     char *name;

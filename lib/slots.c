@@ -52,9 +52,10 @@ void *adadelta__data_at(const adadelta_var *var, int64_t elem)
 /* A variable dtype's value is its safetensors dtype's (safetensors.h). */
 _Static_assert((int)ADADELTA_F32 == (int)ADADELTA_ST_F32, "dtype values");
 _Static_assert((int)ADADELTA_F64 == (int)ADADELTA_ST_F64, "dtype values");
+_Static_assert((int)ADADELTA_F16 == (int)ADADELTA_ST_F16, "dtype values");
+_Static_assert((int)ADADELTA_BF16 == (int)ADADELTA_ST_BF16, "dtype values");
 
 size_t adadelta__dtype_size(adadelta_dtype d)
 {
-    return d == ADADELTA_F32 || d == ADADELTA_F64 ? adadelta_st_dtype_size((adadelta_st_dtype)d)
-                                                  : 0;
+    return (unsigned)d <= ADADELTA_BF16 ? adadelta_st_dtype_size((adadelta_st_dtype)d) : 0;
 }

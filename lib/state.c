@@ -223,9 +223,10 @@ static int add_saved_variables(adadelta *opt, const adadelta_st_file *f, const c
         json_t *name = json_array_get(list, i);
         const adadelta_st_tensor *t =
             json_is_string(name) ? adadelta_st_find(f, json_string_value(name)) : NULL;
-        if (!t || (t->dtype != ADADELTA_ST_F32 && t->dtype != ADADELTA_ST_F64)) {
+        if (!t || t->dtype == ADADELTA_ST_I64) {
             rc = adadelta__fail(ADADELTA_EFORMAT,
-                                "%s: variable %zu of the metadata has no F32 or F64 tensor",
+                                "%s: variable %zu of the metadata has no F32, F64, F16 or "
+                                "BF16 tensor",
                                 path, i);
             break;
         }

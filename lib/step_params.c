@@ -8,10 +8,86 @@
  * first. So a float32 variable sees f32(rho), f32(1 - rho), ...; a float64
  * variable sees the doubles themselves. The learning rate is a float32
  * value (Keras's variable or a schedule's float32 result), so a float64
- * variable sees f64(f32(lr)). */
+ * variable sees f64(f32(lr)).
+ *
+ * The 16-bit dtypes (float16, bfloat16) hold their constants as floats of
+ * their values: T(rho) and T(1 - rho) straight from the double, T(f32(lr));
+ * their gradients are in T, except inside a LossScaleOptimizer, whose
+ * float32 scale makes them float32 until the step casts them (Keras's
+ * result_type). */
 #include "internal.h"
+#include "kernels/half.h"
 
 #include <math.h>
+
+/* ------------------------------------------------------------ 16-bit */
+
+/* A 16-bit dtype's rounding of a float and of a double. */
+typedef struct half_type {
+    adadelta_dtype dtype;
+    float (*round)(float);
+    float (*round_double)(double);
+} half_type;
+
+static float round_f16(float x) { return f16_round(x); }
+static float round_f16_double(double x) { return f16_round_double(x); }
+static float round_bf16(float x) { return bf16_round(x); }
+static float round_bf16_double(double x) { return bf16_round_double(x); }
+
+static const half_type half_f16 = {ADADELTA_F16, round_f16, round_f16_double};
+static const half_type half_bf16 = {ADADELTA_BF16, round_bf16, round_bf16_double};
+
+static adadelta_step_params *half_params(adadelta_call *c, const half_type *h)
+{
+    return h->dtype == ADADELTA_F16 ? &c->p16 : &c->pbf16;
+}
+
+static void set_half(const adadelta *opt, const adadelta_step_params *p, adadelta_step_params *q,
+                     const half_type *h)
+{
+    const adadelta_config *cfg = &opt->cfg;
+    float (*rd)(double) = h->round_double;
+    *q = *p; /* flags; the clip is set by set_clip_params */
+    q->wide_grad = cfg->dynamic_loss_scale; /* g / float32 scale is float32 */
+    q->wide_clip = q->wide_grad; /* a clip of a float32 gradient is float32 */
+    if (p->divide && !cfg->dynamic_loss_scale)
+        q->divisor = rd(cfg->loss_scale_factor);
+    if (p->accumulate && !q->wide_grad)
+        q->steps = rd((double)cfg->gradient_accumulation_steps);
+    q->lr = h->round(p->lr);
+    q->rho = rd(cfg->rho);
+    q->one_minus_rho = rd(1.0 - cfg->rho);
+    q->epsilon = rd(cfg->epsilon);
+    q->wd = rd(cfg->weight_decay);
+    if (p->ema) {
+        q->ema_m = p->ema_m != 0.0f ? rd(cfg->ema_momentum) : 0.0f;
+        q->ema_one_minus_m = h->round(1.0f - q->ema_m);
+    }
+}
+
+void adadelta__set_half_params(const adadelta *opt, adadelta_call *c)
+{
+    if (!opt->n_half)
+        return;
+    set_half(opt, &c->p, &c->p16, &half_f16);
+    set_half(opt, &c->p, &c->pbf16, &half_bf16);
+}
+
+static const half_type *half_of(const adadelta_var *var)
+{
+    return var->dtype == ADADELTA_F16    ? &half_f16
+           : var->dtype == ADADELTA_BF16 ? &half_bf16
+                                         : NULL;
+}
+
+/* The dtype a variable's gradient is clipped in: its own, float32 for a
+ * 16-bit one inside a LossScaleOptimizer. */
+static int gradient_dtype(const adadelta *opt, const adadelta_var *var)
+{
+    if (half_of(var) && opt->cfg.dynamic_loss_scale)
+        return ADADELTA_F32;
+    return var->dtype;
+}
 
 float adadelta__learning_rate_now(const adadelta *opt)
 {
@@ -167,7 +243,9 @@ static void set_global_clipnorm_f64(adadelta *opt, const adadelta_call *c,
         if (!c->grads[v])
             continue;
         double s = variable_sum(opt, v);
-        sum += opt->vars[v].dtype == ADADELTA_F64 ? s : (double)(float)s;
+        const half_type *h = half_of(&opt->vars[v]);
+        int d = gradient_dtype(opt, &opt->vars[v]);
+        sum += d == ADADELTA_F64 ? s : h && d != ADADELTA_F32 ? (double)h->round_double(s) : (double)(float)s;
     }
     double clip = opt->cfg.global_clipnorm;
     double norm = sqrt(sum);
@@ -192,9 +270,20 @@ static void set_global_clipnorm(adadelta *opt, const adadelta_call *c, adadelta_
             return;
         }
     (void)p64;
+    /* every shard's partial in order; a 16-bit gradient's sum rounded to
+     * its dtype first (Keras's per-variable sums in their dtypes) */
     double sum = 0.0;
-    for (int s = 0; s < opt->n_shards; s++)
-        sum += opt->partials[s];
+    for (int v = 0; v < opt->n_vars; v++) {
+        const half_type *h = half_of(&opt->vars[v]);
+        if (h && gradient_dtype(opt, &opt->vars[v]) != ADADELTA_F32) {
+            if (c->grads[v])
+                sum += (double)h->round_double(variable_sum(opt, v));
+            continue;
+        }
+        int end = v + 1 < opt->n_vars ? opt->vars[v + 1].first_shard : opt->n_shards;
+        for (int s = opt->vars[v].first_shard; s < end; s++)
+            sum += opt->partials[s];
+    }
     float clip = (float)opt->cfg.global_clipnorm;
     float norm = sqrtf((float)sum);
     float inv_norm = 1.0f / norm;
@@ -202,6 +291,91 @@ static void set_global_clipnorm(adadelta *opt, const adadelta_call *c, adadelta_
     float smaller = isnan(inv_norm) ? inv_norm : (inv_norm < inv_c ? inv_norm : inv_c);
     p->clip = ADADELTA_CLIP_SCALE;
     p->clip_a = clip * smaller + (norm - norm);
+}
+
+/* _clip_by_norm of a 16-bit gradient in its dtype T: the squares were
+ * rounded to T (the kernel), their double sum is rounded once to T. */
+static double half_clipnorm_b(double sum, float c, const half_type *h)
+{
+    float l2sum = h->round_double(sum);
+    float l2norm = l2sum > 0 ? h->round(sqrtf(l2sum)) : l2sum;
+    return isnan(l2norm) ? l2norm : (l2norm > c ? l2norm : c);
+}
+
+/* clip_by_global_norm when every present gradient is of one 16-bit dtype
+ * T (not float32): the stack of the variables' sums is in T (this library
+ * adds them in double, rounding each variable's sum and the total to T). */
+static void set_global_clipnorm_half(adadelta *opt, const adadelta_call *c,
+                                     adadelta_step_params *q, const half_type *h)
+{
+    double sum = 0.0;
+    for (int v = 0; v < opt->n_vars; v++)
+        if (c->grads[v])
+            sum += (double)h->round_double(variable_sum(opt, v));
+    double cn = opt->cfg.global_clipnorm;
+    float clip = h->round_double(cn);
+    float norm = h->round(sqrtf(h->round_double(sum)));
+    float inv_norm = h->round(1.0f / norm);
+    float inv_c = h->round_double(1.0 / cn);
+    float smaller = isnan(inv_norm) ? inv_norm : (inv_norm < inv_c ? inv_norm : inv_c);
+    q->clip = ADADELTA_CLIP_SCALE;
+    q->clip_a = h->round(h->round(clip * smaller) + h->round(norm - norm));
+}
+
+/* The clips of the 16-bit dtypes, after the float32 (and float64) ones. */
+static void set_half_clip_params(adadelta *opt, adadelta_call *c)
+{
+    const adadelta_config *cfg = &opt->cfg;
+    const half_type *types[2] = {&half_f16, &half_bf16};
+    for (int k = 0; k < 2; k++) {
+        const half_type *h = types[k];
+        adadelta_step_params *q = half_params(c, h);
+        int wide = q->wide_grad;
+        if (c->p.clip == ADADELTA_CLIP_VALUE) {
+            q->clip = ADADELTA_CLIP_VALUE;
+            q->clip_a = wide ? (float)cfg->clipvalue : h->round_double(cfg->clipvalue);
+        } else if (c->p.clip == ADADELTA_CLIP_NORM) {
+            q->clip = ADADELTA_CLIP_NORM;
+            q->clip_a = wide ? (float)cfg->clipnorm : h->round_double(cfg->clipnorm);
+        }
+    }
+    if (c->p.clip == ADADELTA_CLIP_NORM) {
+        for (int v = 0; v < opt->n_vars; v++) {
+            const half_type *h = half_of(&opt->vars[v]);
+            if (h && !opt->cfg.dynamic_loss_scale)
+                opt->var_clip_b[v] = half_clipnorm_b(variable_sum(opt, v),
+                                                     half_params(c, h)->clip_a, h);
+        }
+        return;
+    }
+    if (c->p.clip != ADADELTA_CLIP_SCALE && c->p.clip != ADADELTA_CLIP_SCALE_WIDE)
+        return;
+    /* the global norm: its dtype is the widest of the present gradients' */
+    int one = -1, wider = 0;
+    for (int v = 0; v < opt->n_vars; v++) {
+        if (!c->grads[v])
+            continue;
+        int d = gradient_dtype(opt, &opt->vars[v]);
+        if (d == ADADELTA_F16 || d == ADADELTA_BF16) {
+            wider |= one >= 0 && one != d;
+            one = d;
+        } else {
+            wider = 1;
+        }
+    }
+    for (int k = 0; k < 2; k++) {
+        adadelta_step_params *q = half_params(c, types[k]);
+        if (!wider && one == (int)types[k]->dtype) {
+            set_global_clipnorm_half(opt, c, q, types[k]);
+        } else if (c->p.clip == ADADELTA_CLIP_SCALE_WIDE) {
+            q->clip = ADADELTA_CLIP_SCALE_WIDE; /* float64: T(f64(g) * scale) */
+            q->clip_wide = c->p.clip_wide;
+        } else {
+            q->clip = ADADELTA_CLIP_SCALE; /* float32: T(f32(g) * scale) */
+            q->clip_a = c->p.clip_a;
+            q->wide_clip = 1;
+        }
+    }
 }
 
 void adadelta__set_clip_params(adadelta *opt, adadelta_call *c)
@@ -218,6 +392,8 @@ void adadelta__set_clip_params(adadelta *opt, adadelta_call *c)
         p->clip_a = (float)cfg->clipvalue;
         p64->clip_a = cfg->clipvalue;
     }
+    if (opt->n_half)
+        set_half_clip_params(opt, c);
 }
 
 int adadelta__is_accumulation_only(const adadelta *opt)

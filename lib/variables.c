@@ -189,10 +189,10 @@ static int check_new_variable(const adadelta *opt, const char *name, adadelta_dt
                               "before the optimizer is built (first apply, save, "
                               "load or slot access)",
                               name);
-    if (dtype != ADADELTA_F32 && dtype != ADADELTA_F64)
+    if ((unsigned)dtype > ADADELTA_BF16)
         return adadelta__fail(ADADELTA_EINVAL,
                               "add_variable '%s': dtype %d is not supported "
-                              "(ADADELTA_F32 or ADADELTA_F64)",
+                              "(ADADELTA_F32, ADADELTA_F64, ADADELTA_F16 or ADADELTA_BF16)",
                               name, (int)dtype);
     int rc = check_shape(name, ndim, shape, size_out);
     if (rc)
@@ -250,6 +250,7 @@ int adadelta_add_variable(adadelta *opt, const char *name, adadelta_dtype dtype,
     opt->vars[v] = var;
     opt->n_vars++;
     opt->n_f64 += dtype == ADADELTA_F64;
+    opt->n_half += dtype == ADADELTA_F16 || dtype == ADADELTA_BF16;
     opt->name_index[index_slot(opt, name)] = v + 1;
     opt->header_bytes += header_bytes(name);
     adadelta__add_shards(opt, v, size);

@@ -1,6 +1,8 @@
 /* test_conformance.c - adadelta-replay over every case in data/keras,
- * data/torch and data/f64 (float64 and mixed cases from numpy, made by
- * data/make_f64_vectors.py, compared bit for bit), compared with the
+ * data/torch, data/f64 (float64 and mixed cases from numpy, made by
+ * data/make_f64_vectors.py, compared bit for bit) and data/f16, data/bf16
+ * (numpy's float16 and torch's bfloat16, data/make_half_vectors.py, bit for
+ * bit), compared with the
  * expected states within each case's tolerance, once per kernel the machine
  * runs (ADADELTA_KERNEL), with the output files byte-identical across the
  * kernels; and byte-identical for 1, 2, 3, 4, 7 threads. */
@@ -71,8 +73,29 @@ static int run_case(const char *dir, int threads, const char *out)
     return st;
 }
 
+/* The 16-bit formats decoded from their definitions (not the library's
+ * code): sign, exponent, fraction. */
+static double f16_value(uint16_t h)
+{
+    int e = (h >> 10) & 31, m = h & 0x3ff;
+    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024 + m, e - 25);
+    return h & 0x8000 ? -v : v;
+}
+
+static double bf16_value(uint16_t h)
+{
+    int e = (h >> 7) & 255, m = h & 0x7f;
+    double v = e == 0 ? ldexp(m, -133) : e == 255 ? (m ? NAN : INFINITY) : ldexp(128 + m, e - 134);
+    return h & 0x8000 ? -v : v;
+}
+
 static double get(const adadelta_st_tensor *t, int64_t i)
 {
+    if (t->dtype == ADADELTA_ST_F16 || t->dtype == ADADELTA_ST_BF16) {
+        uint16_t h;
+        memcpy(&h, t->data + 2 * i, 2);
+        return t->dtype == ADADELTA_ST_F16 ? f16_value(h) : bf16_value(h);
+    }
     if (t->dtype == ADADELTA_ST_F32) {
         float x;
         memcpy(&x, t->data + 4 * i, 4);
@@ -249,12 +272,30 @@ static void f64_cases_match_numpy_bit_for_bit(void **state)
     assert_true(n >= 19);
 }
 
+static void f16_cases_match_numpy_bit_for_bit(void **state)
+{
+    (void)state;
+    int n = 0;
+    check_suite("f16", &n);
+    assert_true(n >= 22);
+}
+
+static void bf16_cases_match_torch_bit_for_bit(void **state)
+{
+    (void)state;
+    int n = 0;
+    check_suite("bf16", &n);
+    assert_true(n >= 24);
+}
+
 static void output_bytes_do_not_depend_on_threads(void **state)
 {
     (void)state;
     const char *cases[] = {"keras/kitchen_sink", "keras/loss_scale_optimizer", "keras/clipnorm",
-                           "f64/kitchen_sink", "f64/global_clipnorm_mixed", "f64/clipnorm"};
-    for (int c = 0; c < 6; c++) {
+                           "f64/kitchen_sink", "f64/global_clipnorm_mixed", "f64/clipnorm",
+                           "f16/kitchen_sink", "f16/loss_scale_optimizer_clip_accum",
+                           "bf16/kitchen_sink", "bf16/global_clipnorm"};
+    for (int c = 0; c < (int)(sizeof cases / sizeof *cases); c++) {
         char dir[1024];
         snprintf(dir, sizeof dir, "%s/%s", data_dir(), cases[c]);
         const char *ref_path = th_path("t1.safetensors");
@@ -285,6 +326,8 @@ int main(void)
         cmocka_unit_test(keras_cases_match_expected_states),
         cmocka_unit_test(torch_cases_match_expected_states),
         cmocka_unit_test(f64_cases_match_numpy_bit_for_bit),
+        cmocka_unit_test(f16_cases_match_numpy_bit_for_bit),
+        cmocka_unit_test(bf16_cases_match_torch_bit_for_bit),
         cmocka_unit_test(output_bytes_do_not_depend_on_threads),
     };
     return cmocka_run_group_tests(tests, setup, th_group_teardown) ? 1 : 0;

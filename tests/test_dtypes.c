@@ -169,10 +169,10 @@ static void other_dtypes_are_refused(void **state)
     adadelta *opt = make(&cfg);
     uint16_t h[2] = {0};
     int64_t shape[1] = {2};
-    th_assert_refused(adadelta_add_variable(opt, "h", ADADELTA_F16, h, 1, shape), ADADELTA_EINVAL,
-                      "ADADELTA_F32 or ADADELTA_F64");
-    th_assert_refused(adadelta_add_variable(opt, "b", ADADELTA_BF16, h, 1, shape),
-                      ADADELTA_EINVAL, "dtype 3");
+    th_assert_refused(adadelta_add_variable(opt, "h", (adadelta_dtype)4, h, 1, shape),
+                      ADADELTA_EINVAL, "ADADELTA_F16 or ADADELTA_BF16");
+    th_assert_refused(adadelta_add_variable(opt, "b", (adadelta_dtype)-1, h, 1, shape),
+                      ADADELTA_EINVAL, "dtype -1");
     assert_int_equal(adadelta_num_variables(opt), 0);
     adadelta_destroy(opt);
 }

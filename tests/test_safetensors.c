@@ -281,7 +281,7 @@ static void duplicate_names(void **state)
 static void unknown_dtype(void **state)
 {
     (void)state;
-    const char *dtypes[] = {"BF16", "F16", "I32", "U8", "BOOL", "f32", "F32 ", ""};
+    const char *dtypes[] = {"F8_E4M3", "U16", "I32", "U8", "BOOL", "f32", "F32 ", ""};
     for (size_t i = 0; i < sizeof dtypes / sizeof *dtypes; i++) {
         char h[256];
         snprintf(h, sizeof h,

@@ -199,7 +199,8 @@ static const char *dtype_name(int dtype)
     return adadelta_st_dtype_name((adadelta_st_dtype)dtype);
 }
 
-/* Each --params tensor becomes a variable of its own dtype (F32 or F64). */
+/* Each --params tensor becomes a variable of its own dtype (F32, F64, F16
+ * or BF16). */
 static int add_params(const char *path, adadelta *opt)
 {
     adadelta_st_file *f;
@@ -208,8 +209,8 @@ static int add_params(const char *path, adadelta *opt)
         return st_fail(rc);
     for (int i = 0; i < f->n && !rc; i++) {
         const adadelta_st_tensor *t = &f->t[i];
-        if (t->dtype != ADADELTA_ST_F32 && t->dtype != ADADELTA_ST_F64) {
-            fprintf(stderr, "%s: %s: variable '%s' is %s (variables are F32 or F64)\n",
+        if (t->dtype == ADADELTA_ST_I64) {
+            fprintf(stderr, "%s: %s: variable '%s' is %s (variables are F32, F64, F16 or BF16)\n",
                     replay_prog, path, t->name, adadelta_st_dtype_name(t->dtype));
             rc = ADADELTA_EFORMAT;
             break;

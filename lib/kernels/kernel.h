@@ -1,9 +1,11 @@
 /* kernel.h - the per-element loops of the Adadelta step. They live in
- * step_body.h, instantiated once per variable dtype (float32, float64) by
+ * step_body.h, instantiated once per variable dtype (float32, float64,
+ * float16, bfloat16; the 16-bit ones compute in float32 and round every op,
+ * half.h) by
  * step.c, which is compiled once per instruction set with
  * -ffp-contract=off, so every variant computes the same bits; dispatch.c
  * chooses one table per process (ADADELTA_KERNEL can pin it) and the
- * adadelta_kernel_* / adadelta_kernel64_* calls below go through it. */
+ * adadelta_kernel_* calls below go through it. */
 #ifndef ADADELTA_KERNEL_H
 #define ADADELTA_KERNEL_H
 
@@ -20,7 +22,9 @@ enum {
 };
 
 /* Everything one step needs per element, as constants of the variable's
- * dtype T (the one list of fields for both dtypes). */
+ * dtype T (the one list of fields for every dtype; the 16-bit dtypes use
+ * float fields holding values of their type, or float32 values where Keras
+ * computes in float32). */
 #define ADADELTA_STEP_PARAMS_FIELDS(T)                                        \
     T rho, one_minus_rho, epsilon, lr;                                        \
     int divide;          /* g = g / divisor (loss scale) */                   \
@@ -34,7 +38,11 @@ enum {
     T wd;                                                                     \
     int ema;             /* avg = m * avg + (1 - m) * var */                  \
     T ema_m, ema_one_minus_m;                                                 \
-    int ema_overwrite;   /* var = avg afterwards */
+    int ema_overwrite;   /* var = avg afterwards */                         \
+    /* 16-bit dtypes only: the gradient is float32 until the step casts it  \
+     * (LossScaleOptimizer divides by its float32 scale), and the clip is   \
+     * computed in float32 (a global norm stacked with wider dtypes). */    \
+    int wide_grad, wide_clip;
 
 typedef struct adadelta_step_params {
     ADADELTA_STEP_PARAMS_FIELDS(float)
@@ -76,6 +84,9 @@ typedef struct adadelta_kernels {
     const char *name; /* "avx512f", "avx2", "default" */
     ADADELTA_KERNEL_SET(float, adadelta_step_params) f32;
     ADADELTA_KERNEL_SET(double, adadelta_step_params_f64) f64;
+    /* float16 and bfloat16, as their bits */
+    ADADELTA_KERNEL_SET(uint16_t, adadelta_step_params) f16;
+    ADADELTA_KERNEL_SET(uint16_t, adadelta_step_params) bf16;
 } adadelta_kernels;
 
 /* One table per instruction set compiled in (step.c). */

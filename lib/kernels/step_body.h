@@ -1,73 +1,87 @@
 /* step_body.h - the loops of the step for one dtype, included by step.c
  * once per dtype with
- *   REAL      the element type (float, double)
- *   PARAMS    its adadelta_step_params type
- *   SQRT      its correctly rounded square root (sqrtf, sqrt)
- *   FN(name)  the function's name for this dtype and instruction set
- * Every operation is rounded to REAL, as Keras computes each op in the
- * variable's dtype. No include guard: it is meant to be included twice. */
+ *   ELEM       the stored element (float, double, uint16_t bits)
+ *   REAL       the type it is computed in (float for the 16-bit dtypes)
+ *   LD(e)      ELEM -> REAL, exact
+ *   ST(x)      REAL -> ELEM, x already a value of the dtype
+ *   RN(x)      x rounded to the dtype (nothing for float and double)
+ *   RN_WIDE(d) a double rounded once to the dtype
+ *   SQRT       REAL's correctly rounded square root (sqrtf, sqrt)
+ *   FN(name)   the function's name for this dtype and instruction set
+ * Every operation is rounded to the dtype, as Keras computes each op in the
+ * variable's dtype; where Keras computes in float32 instead (a 16-bit
+ * gradient inside LossScaleOptimizer: p->wide_grad; a clip in float32:
+ * p->wide_clip) the op is left in float32 until the step's cast. No include
+ * guard: it is meant to be included once per dtype. */
+
+/* x rounded unless the op is computed wider */
+#define RN_IF(x, wide) ((wide) ? (x) : RN(x))
 
 ALWAYS_INLINE REAL FN(prepare1)(REAL g, REAL acc, int divide, REAL divisor, int accumulate,
-                                REAL steps)
+                                REAL steps, int wide)
 {
     if (divide)
-        g = g / divisor;
+        g = RN_IF(g / divisor, wide);
     if (accumulate)
-        g = (g + acc) / steps;
+        g = RN_IF(RN_IF(g + acc, wide) / steps, wide);
     return g;
 }
 
-ALWAYS_INLINE REAL FN(clip1)(REAL g, int mode, REAL a, REAL b, double wide)
+ALWAYS_INLINE REAL FN(clip1)(REAL g, int mode, REAL a, REAL b, double wide_scale, int wide)
 {
     switch (mode) {
     case ADADELTA_CLIP_SCALE:
-        return g * a;
+        return RN_IF(g * a, wide);
     case ADADELTA_CLIP_NORM:
-        return (g * a) / b;
+        return RN_IF(RN_IF(g * a, wide) / b, wide);
     case ADADELTA_CLIP_VALUE:
         /* NaN compares false both ways and stays NaN, as in Keras. */
         return g < -a ? -a : (g > a ? a : g);
     case ADADELTA_CLIP_SCALE_WIDE:
-        return (REAL)((double)g * wide);
+        return RN_WIDE((double)g * wide_scale);
     default:
         return g;
     }
 }
 
-ALWAYS_INLINE void FN(step_body)(const PARAMS *p, int64_t n, REAL *restrict var,
-                                 const REAL *restrict grad, REAL *restrict acc,
-                                 REAL *restrict ag, REAL *restrict ad, REAL *restrict avg,
+ALWAYS_INLINE void FN(step_body)(const PARAMS *p, int64_t n, ELEM *restrict var,
+                                 const ELEM *restrict grad, ELEM *restrict acc,
+                                 ELEM *restrict ag, ELEM *restrict ad, ELEM *restrict avg,
                                  const int divide, const int accumulate, const int clip_mode,
                                  const int weight_decay, const int ema)
 {
     const REAL rho = p->rho, omr = p->one_minus_rho, eps = p->epsilon;
     const REAL lr = p->lr, divisor = p->divisor, steps = p->steps;
     const REAL ca = p->clip_a, cb = p->clip_b, wd = p->wd;
-    const double wide = p->clip_wide;
+    const double wide_scale = p->clip_wide;
     const REAL m = p->ema_m, om = p->ema_one_minus_m;
-    const int overwrite = p->ema_overwrite;
+    const int overwrite = p->ema_overwrite, wide_grad = p->wide_grad, wide_clip = p->wide_clip;
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
-        REAL g = FN(prepare1)(grad[i], accumulate ? acc[i] : (REAL)0, divide, divisor,
-                              accumulate, steps);
+        REAL g = FN(prepare1)(LD(grad[i]), accumulate ? LD(acc[i]) : (REAL)0, divide, divisor,
+                              accumulate, steps, wide_grad);
         if (accumulate)
-            acc[i] = (REAL)0;
-        g = FN(clip1)(g, clip_mode, ca, cb, wide);
-        REAL v = var[i];
+            acc[i] = ST((REAL)0);
+        g = FN(clip1)(g, clip_mode, ca, cb, wide_scale, wide_clip);
+        /* update_step's cast of the gradient to the variable's dtype */
+        if (divide || accumulate || clip_mode)
+            g = RN(g);
+        REAL v = LD(var[i]);
         if (weight_decay)
-            v = v - v * wd * lr;
-        REAL new_ag = rho * ag[i] + omr * (g * g);
-        REAL delta = -((SQRT(ad[i] + eps) * g) / SQRT(new_ag + eps));
-        REAL new_ad = rho * ad[i] + omr * (delta * delta);
-        v = v + lr * delta;
-        ag[i] = new_ag;
-        ad[i] = new_ad;
+            v = RN(v - RN(RN(v * wd) * lr));
+        REAL old_ag = LD(ag[i]), old_ad = LD(ad[i]);
+        REAL new_ag = RN(RN(rho * old_ag) + RN(omr * RN(g * g)));
+        REAL delta = -RN(RN(RN(SQRT(RN(old_ad + eps))) * g) / RN(SQRT(RN(new_ag + eps))));
+        REAL new_ad = RN(RN(rho * old_ad) + RN(omr * RN(delta * delta)));
+        v = RN(v + RN(lr * delta));
+        ag[i] = ST(new_ag);
+        ad[i] = ST(new_ad);
         if (ema) {
-            REAL a = m * avg[i] + om * v;
-            avg[i] = a;
+            REAL a = RN(RN(m * LD(avg[i])) + RN(om * v));
+            avg[i] = ST(a);
             v = overwrite ? a : v;
         }
-        var[i] = v;
+        var[i] = ST(v);
     }
 }
 
@@ -84,9 +98,9 @@ ALWAYS_INLINE void FN(step_body)(const PARAMS *p, int64_t n, REAL *restrict var,
         STEP_CASES_W(D, A, 3) STEP_CASES_W(D, A, 4)
 #define STEP_CASES_A(D) STEP_CASES_C(D, 0) STEP_CASES_C(D, 1)
 
-static void FN(step)(const PARAMS *p, int64_t n, REAL *restrict var, const REAL *restrict grad,
-                     REAL *restrict acc, REAL *restrict ag, REAL *restrict ad,
-                     REAL *restrict avg)
+static void FN(step)(const PARAMS *p, int64_t n, ELEM *restrict var, const ELEM *restrict grad,
+                     ELEM *restrict acc, ELEM *restrict ag, ELEM *restrict ad,
+                     ELEM *restrict avg)
 {
     int key = (p->divide != 0) | (p->accumulate != 0) << 1 | (p->clip & 7) << 2 |
               (p->weight_decay != 0) << 5 | (p->ema != 0) << 6;
@@ -101,24 +115,27 @@ static void FN(step)(const PARAMS *p, int64_t n, REAL *restrict var, const REAL 
 #undef STEP_CASES_C
 #undef STEP_CASES_A
 
-ALWAYS_INLINE double FN(sum_squares_body)(const PARAMS *p, int64_t n, const REAL *restrict grad,
-                                          const REAL *restrict acc, const int divide,
+/* The squares are in the gradient's dtype (float32 when p->wide_grad),
+ * added in double. */
+ALWAYS_INLINE double FN(sum_squares_body)(const PARAMS *p, int64_t n, const ELEM *restrict grad,
+                                          const ELEM *restrict acc, const int divide,
                                           const int accumulate)
 {
+    const int wide = p->wide_grad;
     double lane[SUM_LANES] = {0};
     int64_t i = 0;
     for (; i + SUM_LANES <= n; i += SUM_LANES) {
 #pragma omp simd
         for (int j = 0; j < SUM_LANES; j++) {
-            REAL g = FN(prepare1)(grad[i + j], accumulate ? acc[i + j] : (REAL)0, divide,
-                                  p->divisor, accumulate, p->steps);
-            lane[j] += (double)(g * g);
+            REAL g = FN(prepare1)(LD(grad[i + j]), accumulate ? LD(acc[i + j]) : (REAL)0, divide,
+                                  p->divisor, accumulate, p->steps, wide);
+            lane[j] += (double)RN_IF(g * g, wide);
         }
     }
     for (int j = 0; i < n; i++, j++) {
-        REAL g = FN(prepare1)(grad[i], accumulate ? acc[i] : (REAL)0, divide, p->divisor,
-                              accumulate, p->steps);
-        lane[j] += (double)(g * g);
+        REAL g = FN(prepare1)(LD(grad[i]), accumulate ? LD(acc[i]) : (REAL)0, divide,
+                              p->divisor, accumulate, p->steps, wide);
+        lane[j] += (double)RN_IF(g * g, wide);
     }
     double s = 0.0;
     for (int j = 0; j < SUM_LANES; j++)
@@ -126,8 +143,8 @@ ALWAYS_INLINE double FN(sum_squares_body)(const PARAMS *p, int64_t n, const REAL
     return s;
 }
 
-static double FN(sum_squares)(const PARAMS *p, int64_t n, const REAL *restrict grad,
-                              const REAL *restrict acc)
+static double FN(sum_squares)(const PARAMS *p, int64_t n, const ELEM *restrict grad,
+                              const ELEM *restrict acc)
 {
     if (p->accumulate)
         return p->divide ? FN(sum_squares_body)(p, n, grad, acc, 1, 1)
@@ -136,65 +153,70 @@ static double FN(sum_squares)(const PARAMS *p, int64_t n, const REAL *restrict g
                      : FN(sum_squares_body)(p, n, grad, acc, 0, 0);
 }
 
-static void FN(accumulate)(const PARAMS *p, int64_t n, const REAL *restrict grad,
-                           REAL *restrict acc)
+/* The accumulator is in the variable's dtype: the sum is rounded to it. */
+static void FN(accumulate)(const PARAMS *p, int64_t n, const ELEM *restrict grad,
+                           ELEM *restrict acc)
 {
+    const int wide = p->wide_grad;
     if (p->divide) {
         const REAL d = p->divisor;
 #pragma omp simd
         for (int64_t i = 0; i < n; i++)
-            acc[i] = grad[i] / d + acc[i];
+            acc[i] = ST(RN(RN_IF(LD(grad[i]) / d, wide) + LD(acc[i])));
     } else {
 #pragma omp simd
         for (int64_t i = 0; i < n; i++)
-            acc[i] = grad[i] + acc[i];
+            acc[i] = ST(RN(LD(grad[i]) + LD(acc[i])));
     }
 }
 
-static void FN(prepare)(const PARAMS *p, int64_t n, const REAL *restrict grad,
-                        const REAL *restrict acc, REAL *restrict out)
+/* out = prepared gradient (in the dtype: the MPI layer's contribution) */
+static void FN(prepare)(const PARAMS *p, int64_t n, const ELEM *restrict grad,
+                        const ELEM *restrict acc, ELEM *restrict out)
 {
     const int divide = p->divide != 0, accumulate = p->accumulate != 0;
 #pragma omp simd
     for (int64_t i = 0; i < n; i++)
-        out[i] = FN(prepare1)(grad[i], accumulate ? acc[i] : (REAL)0, divide, p->divisor,
-                              accumulate, p->steps);
+        out[i] = ST(RN(FN(prepare1)(LD(grad[i]), accumulate ? LD(acc[i]) : (REAL)0, divide,
+                                    p->divisor, accumulate, p->steps, p->wide_grad)));
 }
 
 /* The same in place: g = prepared g (a gradient already in the buffer the
  * MPI layer reduces). */
-static void FN(prepare_inplace)(const PARAMS *p, int64_t n, REAL *restrict g,
-                                const REAL *restrict acc)
+static void FN(prepare_inplace)(const PARAMS *p, int64_t n, ELEM *restrict g,
+                                const ELEM *restrict acc)
 {
     const int divide = p->divide != 0, accumulate = p->accumulate != 0;
 #pragma omp simd
     for (int64_t i = 0; i < n; i++)
-        g[i] = FN(prepare1)(g[i], accumulate ? acc[i] : (REAL)0, divide, p->divisor,
-                            accumulate, p->steps);
+        g[i] = ST(RN(FN(prepare1)(LD(g[i]), accumulate ? LD(acc[i]) : (REAL)0, divide,
+                                  p->divisor, accumulate, p->steps, p->wide_grad)));
 }
 
-static void FN(ema)(const PARAMS *p, int64_t n, REAL *restrict var, REAL *restrict avg)
+static void FN(ema)(const PARAMS *p, int64_t n, ELEM *restrict var, ELEM *restrict avg)
 {
     const REAL m = p->ema_m, om = p->ema_one_minus_m;
     if (p->ema_overwrite) {
 #pragma omp simd
         for (int64_t i = 0; i < n; i++) {
-            REAL a = m * avg[i] + om * var[i];
-            avg[i] = a;
-            var[i] = a;
+            REAL a = RN(RN(m * LD(avg[i])) + RN(om * LD(var[i])));
+            avg[i] = ST(a);
+            var[i] = ST(a);
         }
     } else {
 #pragma omp simd
         for (int64_t i = 0; i < n; i++)
-            avg[i] = m * avg[i] + om * var[i];
+            avg[i] = ST(RN(RN(m * LD(avg[i])) + RN(om * LD(var[i]))));
     }
 }
 
-static int FN(all_finite)(int64_t n, const REAL *restrict x)
+static int FN(all_finite)(int64_t n, const ELEM *restrict x)
 {
     int bad = 0;
 #pragma omp simd reduction(| : bad)
     for (int64_t i = 0; i < n; i++)
-        bad |= !isfinite(x[i]);
+        bad |= !isfinite(LD(x[i]));
     return !bad;
 }
+
+#undef RN_IF
