@@ -148,8 +148,8 @@ static int compare(const char *expected_path, const char *got_path, double rtol,
 }
 
 /* The kernels of adadelta.h; which of them this machine runs. */
-static const char *const kernels[] = {"default", "avx2", "avx512f"};
-#define N_KERNELS 3
+static const char *const kernels[] = {"default", "avx2", "avx512f", "avx512fp16"};
+#define N_KERNELS 4
 
 /* 1 if the replay driver runs kernel k when asked (its --version says). */
 static int kernel_runs(const char *k)

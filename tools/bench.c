@@ -2,10 +2,10 @@
  *
  *   adadelta-bench --elements N --tensors T --threads P --steps S
  *                  [--features plain|weight_decay|global_clipnorm|ema|all]
- *                  [--dtype f32|f64] [--warmup W] [--rounds R]
+ *                  [--dtype f32|f64|f16|bf16] [--warmup W] [--rounds R]
  *
- * Registers T variables (float32, or float64 with --dtype f64) of N
- * elements each, gives each a fixed
+ * Registers T variables (float32, or float64, float16 or bfloat16 with
+ * --dtype) of N elements each, gives each a fixed
  * gradient and times S calls of adadelta_apply after W warm-up calls (default
  * 3). In the same run it times S passes of a "limit" kernel: a vectorised
  * OpenMP loop over the same T x N elements with exactly the memory traffic an
@@ -17,13 +17,15 @@
  * fraction_of_limit their ratio. One JSON object is printed on stdout.
  *
  * Traffic model per element (float32, every array is streamed once; twice
- * the bytes in float64: 56, 64, 72, 80):
+ * the bytes in float64: 56, 64, 72, 80; half in float16 and bfloat16: 14,
+ * 16, 18, 20):
  *   plain, weight_decay   read var, grad, E[g^2], E[dx^2]; write var,
  *                         E[g^2], E[dx^2]                        28 bytes
  *   global_clipnorm       plus one read of the gradient for the norm  32
  *   ema                   plus read and write of the average          36
  *   all (the three above)                                             40
- * The limit kernel runs in the same dtype as the library.
+ * The limit kernel runs in the same dtype as the library (for the 16-bit
+ * dtypes: integer arithmetic on their 16-bit patterns, the same traffic).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -57,7 +59,8 @@ typedef struct {
     int rounds; /* blocks of library and limit steps, alternated */
     const char *features;
     int bits;
-    int f64; /* --dtype f64 */
+    int dtype; /* --dtype: ADADELTA_F32, _F64, _F16, _BF16 */
+    int f64;   /* dtype == ADADELTA_F64 */
 } options;
 
 /* ------------------------------------------------------------ helpers */
@@ -77,7 +80,7 @@ static void usage(FILE *f)
             "--steps S\n"
             "                      [--features plain|weight_decay|"
             "global_clipnorm|ema|all]\n"
-            "                      [--dtype f32|f64] [--warmup W] [--rounds R]\n"
+            "                      [--dtype f32|f64|f16|bf16] [--warmup W] [--rounds R]\n"
             "Prints one JSON line: median seconds per step of adadelta_apply "
             "and of a\nkernel with the same memory traffic (the limit).\n");
 }
@@ -117,7 +120,25 @@ static inline float fill_value(fill_kind k, uint64_t i)
     }
 }
 
-static size_t elem_size(const options *o) { return o->f64 ? sizeof(double) : sizeof(float); }
+static const char *const dtype_names[] = {"f32", "f64", "f16", "bf16"};
+
+static size_t elem_size(const options *o)
+{
+    return o->f64 ? sizeof(double) : o->dtype == ADADELTA_F32 ? sizeof(float) : 2;
+}
+
+/* A fill value (normal, |x| < 2) as float16 or bfloat16 bits, truncated
+ * (any value of the type will do for a benchmark). */
+static uint16_t to_16_bits(int dtype, float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if (dtype == ADADELTA_BF16)
+        return (uint16_t)(u >> 16);
+    uint32_t a = u & 0x7fffffffu;
+    uint16_t s = (uint16_t)((u >> 16) & 0x8000u);
+    return a < 0x38800000u ? s : (uint16_t)(s | ((a >> 13) - (112u << 10)));
+}
 
 /* T tensors of N elements of the dtype, 64-byte aligned, first touched by
  * the thread that owns each element under a static split of the flattened
@@ -149,6 +170,10 @@ static void **alloc_tensors(const options *o, fill_kind kind)
                 double *d = (double *)p[k] + off;
                 for (int64_t j = 0; j < len; j++)
                     d[j] = fill_value(kind, (uint64_t)(g + j));
+            } else if (o->dtype != ADADELTA_F32) {
+                uint16_t *d = (uint16_t *)p[k] + off;
+                for (int64_t j = 0; j < len; j++)
+                    d[j] = to_16_bits(o->dtype, fill_value(kind, (uint64_t)(g + j)));
             } else {
                 float *d = (float *)p[k] + off;
                 for (int64_t j = 0; j < len; j++)
@@ -222,9 +247,50 @@ static void free_tensors(void **p, int64_t t)
 LIMIT_KERNELS(float, f32)
 LIMIT_KERNELS(double, f64)
 
+/* The 16-bit dtypes' limit: the same streams of 16-bit words, integer
+ * arithmetic (shifts and adds) that keeps every store dependent on the
+ * loads. */
+BENCH_CLONES
+static void limit_update_u16(uint16_t *restrict a, const uint16_t *restrict b,
+                             uint16_t *restrict c, uint16_t *restrict d, uint16_t *restrict e,
+                             int64_t n, int keep)
+{
+    if (e) {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t g = b[i], dv = (uint16_t)(g >> 1);
+            c[i] = (uint16_t)((c[i] >> 1) + g);
+            d[i] = (uint16_t)((d[i] >> 1) + dv);
+            uint16_t v = (uint16_t)((a[i] >> keep) - dv);
+            a[i] = v;
+            e[i] = (uint16_t)((e[i] >> 1) + v);
+        }
+    } else {
+#pragma omp simd
+        for (int64_t i = 0; i < n; i++) {
+            uint16_t g = b[i], dv = (uint16_t)(g >> 1);
+            c[i] = (uint16_t)((c[i] >> 1) + g);
+            d[i] = (uint16_t)((d[i] >> 1) + dv);
+            a[i] = (uint16_t)((a[i] >> keep) - dv);
+        }
+    }
+}
+
+BENCH_CLONES
+static double limit_sumsq_u16(const uint16_t *restrict b, int64_t n)
+{
+    uint32_t s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < n; i++)
+        s += (uint32_t)b[i] >> 4;
+    return (double)s;
+}
+
 /* The limit kernels on element `off` of tensors of the run's dtype. */
 static double limit_sumsq(const options *o, const void *b, int64_t off, int64_t n)
 {
+    if (o->dtype == ADADELTA_F16 || o->dtype == ADADELTA_BF16)
+        return limit_sumsq_u16((const uint16_t *)b + off, n);
     return o->f64 ? limit_sumsq_f64((const double *)b + off, n)
                   : limit_sumsq_f32((const float *)b + off, n);
 }
@@ -233,7 +299,10 @@ static void limit_update(const options *o, void *a, const void *b, void *c, void
                          int64_t off, int64_t n, float scale, float keep)
 {
 #define AT(T, p) ((T *)(p) + off)
-    if (o->f64 && e)
+    if (o->dtype == ADADELTA_F16 || o->dtype == ADADELTA_BF16)
+        limit_update_u16(AT(uint16_t, a), AT(const uint16_t, b), AT(uint16_t, c),
+                         AT(uint16_t, d), e ? AT(uint16_t, e) : NULL, n, keep != 1.0f);
+    else if (o->f64 && e)
         limit_update_ema_f64(AT(double, a), AT(const double, b), AT(double, c), AT(double, d),
                              AT(double, e), n, scale, keep);
     else if (o->f64)
@@ -356,7 +425,7 @@ static void library_setup(const options *o, library_state *S)
     for (int64_t k = 0; k < o->tensors; k++) {
         char name[64];
         snprintf(name, sizeof name, "dense_%lld/kernel", (long long)k);
-        check(adadelta_add_variable(S->opt, name, o->f64 ? ADADELTA_F64 : ADADELTA_F32,
+        check(adadelta_add_variable(S->opt, name, (adadelta_dtype)o->dtype,
                                     S->var[k], 1, shape),
               "adadelta_add_variable");
     }
@@ -371,10 +440,18 @@ static void library_step(library_state *S)
 static void library_teardown(const options *o, library_state *S)
 {
     int64_t end = o->elements - 1;
-    double first = o->f64 ? ((double *)S->var[0])[0] : ((float *)S->var[0])[0];
-    double last = o->f64 ? ((double *)S->var[o->tensors - 1])[end]
-                         : ((float *)S->var[o->tensors - 1])[end];
-    if (!isfinite(first) || !isfinite(last))
+    int finite;
+    if (o->dtype == ADADELTA_F16 || o->dtype == ADADELTA_BF16) {
+        uint16_t inf = o->dtype == ADADELTA_F16 ? 0x7c00 : 0x7f80;
+        uint16_t first = ((uint16_t *)S->var[0])[0], last = ((uint16_t *)S->var[o->tensors - 1])[end];
+        finite = (first & inf) != inf && (last & inf) != inf;
+    } else {
+        double first = o->f64 ? ((double *)S->var[0])[0] : ((float *)S->var[0])[0];
+        double last = o->f64 ? ((double *)S->var[o->tensors - 1])[end]
+                             : ((float *)S->var[o->tensors - 1])[end];
+        finite = isfinite(first) && isfinite(last);
+    }
+    if (!finite)
         fprintf(stderr, "adadelta-bench: warning: non-finite variable after "
                         "the timed steps\n");
     adadelta_destroy(S->opt);
@@ -438,9 +515,13 @@ int main(int argc, char **argv)
         else if (!strcmp(f, "--rounds"))
             o.rounds = (int)parse_int(f, v, 1, 10000000);
         else if (!strcmp(f, "--dtype")) {
-            if (strcmp(v, "f32") && strcmp(v, "f64"))
-                die("--dtype %s is not f32 or f64", v);
-            o.f64 = !strcmp(v, "f64");
+            o.dtype = -1;
+            for (int k = 0; k < 4; k++)
+                if (!strcmp(v, dtype_names[k]))
+                    o.dtype = k;
+            if (o.dtype < 0)
+                die("--dtype %s is not f32, f64, f16 or bf16", v);
+            o.f64 = o.dtype == ADADELTA_F64;
         } else if (!strcmp(f, "--features")) {
             int k = feature_index(v);
             if (k < 0)
@@ -497,7 +578,7 @@ int main(int argc, char **argv)
     double t_lim = median(lim, o.steps);
 
     int bpe = (28 + ((o.bits & FEAT_CLIP) ? 4 : 0) + ((o.bits & FEAT_EMA) ? 8 : 0)) *
-              (int)(elem_size(&o) / sizeof(float));
+              (int)elem_size(&o) / (int)sizeof(float);
     double total = (double)o.elements * (double)o.tensors;
     double eps_lib = total / t_lib, eps_lim = total / t_lim;
     printf("{\"library\":\"adadelta\",\"elements\":%lld,\"tensors\":%lld,"
@@ -509,7 +590,7 @@ int main(int argc, char **argv)
            "\"dtype\":\"%s\",\"version\":\"%s\",\"kernel\":\"%s\"}\n",
            (long long)o.elements, (long long)o.tensors, o.threads, o.features,
            o.steps, o.rounds, t_lib, eps_lib, t_lim, eps_lim, eps_lib / eps_lim, bpe,
-           eps_lim * bpe, o.f64 ? "f64" : "f32", adadelta_version_string(), adadelta_kernel());
+           eps_lim * bpe, dtype_names[o.dtype], adadelta_version_string(), adadelta_kernel());
     fflush(stdout);
     free(lib);
     free(lim);

@@ -50,8 +50,18 @@ def file_checksum(raw, header_end):
     return crc32c(raw[:at] + b"00000000" + raw[at + 8:])
 
 
+# float32 values that were bfloat16 in the file (the dtype says so)
+BF16_AS_F32 = np.dtype(np.float32, metadata={"stored": "bfloat16"})
+
+
 def bf16_to_f32(bits):
-    return (bits.astype(np.uint32) << 16).view(np.float32)
+    return (bits.astype(np.uint32) << 16).view(BF16_AS_F32)
+
+
+def dtype_label(arr):
+    """numpy's name of the dtype; 'bfloat16' for converted bfloat16."""
+    meta = arr.dtype.metadata or {}
+    return meta.get("stored", str(arr.dtype))
 
 
 def read_state(path, verify=True, max_check=64 << 20):
@@ -97,7 +107,7 @@ def main(argv):
     print("variables", json.loads(meta.get("variables", "[]")))
     print("config", json.dumps(json.loads(meta.get("config", "{}")), sort_keys=False))
     for name, arr in tensors.items():
-        line = f"{name} {arr.dtype} {list(arr.shape)}"
+        line = f"{name} {dtype_label(arr)} {list(arr.shape)}"
         if arr.size:
             line += f" min {arr.min():.6g} max {arr.max():.6g} mean {arr.mean():.6g}"
         print(line)

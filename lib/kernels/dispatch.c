@@ -11,9 +11,14 @@ static const adadelta_kernels *chosen;
 
 static int supported(const adadelta_kernels *k)
 {
+#if defined(ADADELTA_HAVE_FP16_KERNELS)
+    if (k == &adadelta__kernels_avx512fp16)
+        return __builtin_cpu_supports("avx512fp16") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
+#endif
 #if defined(ADADELTA_HAVE_X86_KERNELS)
     if (k == &adadelta__kernels_avx512f)
-        return __builtin_cpu_supports("avx512f");
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
     if (k == &adadelta__kernels_avx2)
         return __builtin_cpu_supports("avx2");
 #endif
@@ -23,6 +28,9 @@ static int supported(const adadelta_kernels *k)
 static const adadelta_kernels *choose(void)
 {
     static const adadelta_kernels *const widest_first[] = {
+#if defined(ADADELTA_HAVE_FP16_KERNELS)
+        &adadelta__kernels_avx512fp16,
+#endif
 #if defined(ADADELTA_HAVE_X86_KERNELS)
         &adadelta__kernels_avx512f, &adadelta__kernels_avx2,
 #endif

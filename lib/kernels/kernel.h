@@ -81,7 +81,7 @@ typedef struct adadelta_step_params_f64 {
     }
 
 typedef struct adadelta_kernels {
-    const char *name; /* "avx512f", "avx2", "default" */
+    const char *name; /* "avx512fp16", "avx512f", "avx2", "default" */
     ADADELTA_KERNEL_SET(float, adadelta_step_params) f32;
     ADADELTA_KERNEL_SET(double, adadelta_step_params_f64) f64;
     /* float16 and bfloat16, as their bits */
@@ -93,6 +93,9 @@ typedef struct adadelta_kernels {
 extern const adadelta_kernels adadelta__kernels_default;
 #if defined(ADADELTA_HAVE_X86_KERNELS)
 extern const adadelta_kernels adadelta__kernels_avx2, adadelta__kernels_avx512f;
+#endif
+#if defined(ADADELTA_HAVE_FP16_KERNELS)
+extern const adadelta_kernels adadelta__kernels_avx512fp16;
 #endif
 
 /* The table this process uses (dispatch.c). */

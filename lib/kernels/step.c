@@ -15,6 +15,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #ifndef ADADELTA_KERNEL_ISA
 #define ADADELTA_KERNEL_ISA default
@@ -101,6 +102,70 @@
 #undef PARAMS
 #undef SQRT
 
+#if defined(__AVX512FP16__)
+/* With AVX512-FP16 a float16 step computes in float16 registers: each
+ * hardware op is the correctly rounded one, the same bits as the float32
+ * op rounded once (half.h). Only the float16-throughout step and EMA are
+ * native; a step with float32 parts (wide_grad, wide_clip, a float64
+ * scale) and the other loops use the float32 instantiation above. */
+static inline __attribute__((always_inline)) _Float16 fp16_load(uint16_t b)
+{
+    _Float16 h;
+    memcpy(&h, &b, 2);
+    return h;
+}
+
+static inline __attribute__((always_inline)) uint16_t fp16_store(_Float16 h)
+{
+    uint16_t b;
+    memcpy(&b, &h, 2);
+    return b;
+}
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#define ELEM uint16_t
+#define REAL _Float16
+#define PARAMS adadelta_step_params
+#define LD fp16_load
+#define ST fp16_store
+#define RN IDENTITY
+#define RN_WIDE(d) ((_Float16)(d)) /* not taken: such steps are not native */
+#define SQRT __builtin_sqrtf16
+#define FN(name) KERNEL(CAT(name, _f16native))
+#include "step_body.h"
+#undef ELEM
+#undef REAL
+#undef PARAMS
+#undef LD
+#undef ST
+#undef RN
+#undef RN_WIDE
+#undef SQRT
+#undef FN
+#pragma GCC diagnostic pop
+
+static void KERNEL(step_f16hw)(const adadelta_step_params *p, int64_t n, uint16_t *restrict var,
+                               const uint16_t *restrict grad, uint16_t *restrict acc,
+                               uint16_t *restrict ag, uint16_t *restrict ad,
+                               uint16_t *restrict avg)
+{
+    if (p->wide_grad || p->wide_clip || (p->clip & 7) == ADADELTA_CLIP_SCALE_WIDE)
+        KERNEL(step_f16)(p, n, var, grad, acc, ag, ad, avg);
+    else
+        KERNEL(step_f16native)(p, n, var, grad, acc, ag, ad, avg);
+}
+
+#define KERNEL_SET_F16                                                        \
+    {                                                                         \
+        KERNEL(step_f16hw), KERNEL(sum_squares_f16), KERNEL(accumulate_f16),  \
+            KERNEL(prepare_f16), KERNEL(prepare_inplace_f16), KERNEL(ema_f16native), \
+            KERNEL(all_finite_f16)                                            \
+    }
+#else
+#define KERNEL_SET_F16 KERNEL_SET(f16)
+#endif
+
 #define KERNEL_SET(sfx)                                                       \
     {                                                                         \
         KERNEL(step_##sfx), KERNEL(sum_squares_##sfx), KERNEL(accumulate_##sfx), \
@@ -112,6 +177,6 @@ const adadelta_kernels KERNEL(adadelta__kernels) = {
     STR(ADADELTA_KERNEL_ISA),
     KERNEL_SET(f32),
     KERNEL_SET(f64),
-    KERNEL_SET(f16),
+    KERNEL_SET_F16,
     KERNEL_SET(bf16),
 };
