@@ -363,9 +363,11 @@ ADADELTA_EXTERN int adadelta_create_from_state(const char *path, const adadelta_
 
 /* ------------------------------------------------------------- kernels */
 
-/* The instruction set of the step's loops: "avx512f", "avx2" or "default"
- * (baseline x86-64, or portable C elsewhere). Chosen once per process, the
- * best the CPU runs, unless ADADELTA_KERNEL=avx512f|avx2|default in the
+/* The instruction set of the step's loops: "avx512fp16" (AVX-512 with
+ * float16 arithmetic, used by float16 steps), "avx512f" (with AVX512BW),
+ * "avx2" or "default" (baseline x86-64, or portable C elsewhere). Chosen
+ * once per process, the best the CPU runs, unless
+ * ADADELTA_KERNEL=avx512fp16|avx512f|avx2|default in the
  * environment pins one (an unsupported or unknown name is ignored, with the
  * choice falling back as without it). Every kernel computes the same bits. */
 ADADELTA_EXTERN const char *adadelta_kernel(void);

@@ -28,7 +28,7 @@ typedef struct replay_opts {
  * --order, --verbose). */
 int replay_parse_args(int argc, char **argv, int with_mode, replay_opts *o);
 
-/* "adadelta-replay 0.1.0 (kernel avx512f)" on stdout (--version). */
+/* "adadelta-replay 0.1.0 (kernel avx512fp16)" on stdout (--version). */
 void replay_print_version(const char *argv0);
 
 /* The exit status for a library status. */

@@ -88,7 +88,7 @@
 
 #define LD bf16_widen
 #define ST bf16_narrow
-#define RN bf16_round
+#define RN bf16_round_in_loop
 #define RN_WIDE bf16_round_double
 #define FN(name) KERNEL(CAT(name, _bf16))
 #include "step_body.h"

@@ -206,5 +206,6 @@ def version():
 
 
 def kernel():
-    """The instruction set of the step's loops: "avx512f", "avx2" or "default"."""
+    """The instruction set of the step's loops: "avx512fp16", "avx512f", "avx2" or
+    "default"."""
     return lib.adadelta_kernel().decode()

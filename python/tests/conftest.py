@@ -20,9 +20,10 @@ EXAMPLES = os.path.dirname(DIGITS) if os.path.isdir(os.path.dirname(DIGITS)) els
 
 def case_dirs():
     """Every conformance case folder (tests/data/keras/*, tests/data/torch/*,
-    the float64 and mixed tests/data/f64/*)."""
+    the float64, float16 and bfloat16 (and mixed) tests/data/f64/*, f16/*,
+    bf16/*)."""
     out = []
-    for suite in ("keras", "torch", "f64"):
+    for suite in ("keras", "torch", "f64", "f16", "bf16"):
         d = os.path.join(DATA, suite)
         if os.path.isdir(d):
             out += [os.path.join(d, c) for c in sorted(os.listdir(d))

@@ -342,21 +342,29 @@ def test_build_refuses_bad_variables_atomically():
 
 
 def test_other_dtypes_are_passed_to_the_library():
-    """float64, float16 and bfloat16 map to ADADELTA_F64/F16/BF16; today the
-    C library refuses them (EINVAL naming the dtype) -- when it accepts them,
-    this package needs no change."""
+    """float64, float16 and bfloat16 (as uint16 bits) map to
+    ADADELTA_F64/F16/BF16 and step in their dtype: one step of a float16
+    variable equals numpy's float16 run of Keras's update_step."""
     from adadelta.optimizer import numpy_dtype_code
 
     assert numpy_dtype_code(np.float32) == 0 and numpy_dtype_code(np.float64) == 1
     assert numpy_dtype_code(np.float16) == 2 and numpy_dtype_code(np.uint16) == 3
-    for dt, code in ((np.float64, 1), (np.float16, 2), (np.uint16, 3)):
+    for dt in (np.float64, np.float16, np.uint16):
         opt = adadelta.Adadelta()
-        try:
-            opt.build([np.zeros(4, dt)])
-        except ValueError as e:
-            assert e.status == errors.EINVAL and "dtype %d" % code in str(e)
-        else:  # the library supports it now
-            opt.apply([np.ones(4, dt)])
+        v = np.zeros(4, dt)
+        opt.build([v])
+        opt.apply([np.full(4, 0x3f80 if dt == np.uint16 else 1, dt)])  # bfloat16 1.0
+        assert np.all(v != 0)
+    h = np.array([0.5, -1.25, 3.0], np.float16)
+    g = np.array([0.1, -2.0, 7.5], np.float16)
+    opt = adadelta.Adadelta(learning_rate=1.0)
+    opt.build([h])
+    opt.apply([g])
+    T = np.float16
+    ag = T(0.95) * np.zeros(3, T) + T(1 - 0.95) * (g * g)
+    delta = -((np.sqrt(np.zeros(3, T) + T(1e-7)) * g) / np.sqrt(ag + T(1e-7)))
+    want = np.array([0.5, -1.25, 3.0], T) + T(np.float32(1.0)) * delta
+    assert h.tobytes() == want.tobytes()
 
 
 def test_errors_carry_status():
@@ -371,5 +379,5 @@ def test_errors_carry_status():
 
 def test_module_facts():
     assert adadelta.__version__.count(".") == 2
-    assert adadelta.kernel() in ("avx512f", "avx2", "default")
+    assert adadelta.kernel() in ("avx512fp16", "avx512f", "avx2", "default")
     assert os.path.exists(adadelta.LIB_PATH) or "adadelta" in adadelta.LIB_PATH
