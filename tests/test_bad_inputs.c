@@ -113,8 +113,8 @@ static const row rows[] = {
     /* Call 0 written "0" and "00": grads/00/... is not a spelling of call 0,
      * the driver must not pick one silently. */
     {"duplicate: call 0 as 0 and 00", HEADER, "{\"grads/0/dense/bias\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,12]},\"grads/00/dense/bias\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[12,24]}}", 24, GRADS, EXIT(3), "@bad", "grads/00/dense/bias"},
-    {"dtype: BF16", HEADER, "{\"dense/bias\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[0,6]}}", 6, PARAMS, EXIT(3), "@bad", "BF16"},
-    {"dtype: F16", HEADER, "{\"dense/bias\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4, PARAMS, EXIT(3), "@bad", "F16"},
+    {"dtype: BF16 gradient of a float32 variable", HEADER, "{\"grads/0/dense/bias\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[0,6]}}", 6, GRADS, EXIT(4), "@bad", "BF16"},
+    {"dtype: F16 gradient of a float32 variable", HEADER, "{\"grads/0/dense/bias\":{\"dtype\":\"F16\",\"shape\":[3],\"data_offsets\":[0,6]}}", 6, GRADS, EXIT(4), "@bad", "F16"},
     /* A known dtype the driver cannot use as a variable: still a bad file. */
     {"dtype: I64 variable", HEADER, "{\"dense/bias\":{\"dtype\":\"I64\",\"shape\":[3],\"data_offsets\":[0,24]}}", 24, PARAMS, EXIT(3), "@bad", "'dense/bias' is I64"},
     {"dtype: U8 gradient", HEADER, "{\"grads/0/dense/bias\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[0,3]}}", 3, GRADS, EXIT(3), "@bad", "U8"},

@@ -3,10 +3,10 @@
 
     /usr/bin/python3 tools/torch_bench.py --elements N --tensors T --threads P \
         --steps S [--foreach 0|1] [--features plain|weight_decay|
-        global_clipnorm|ema|all] [--warmup W] [--limit Z]
+        global_clipnorm|ema|all] [--dtype f32|f64|f16|bf16] [--warmup W] [--limit Z]
 
 Times S calls of the optimizer step (after W warm-up calls) on T float32
-parameters of N elements with fixed gradients, and prints one JSON line with
+(or --dtype) parameters of N elements with fixed gradients, and prints one JSON line with
 the keys adadelta-bench prints. torch.optim.Adadelta(lr=1.0, rho=0.95,
 eps=1e-7); the features map to PyTorch as follows, inside the timed step:
 
@@ -45,6 +45,7 @@ def parse_args(argv):
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--foreach", type=int, choices=(0, 1), default=1)
     p.add_argument("--features", choices=FEATURES, default="plain")
+    p.add_argument("--dtype", choices=("f32", "f64", "f16", "bf16"), default="f32")
     p.add_argument("--limit", type=float, default=None,
                    help="memory limit in elements/s for fraction_of_limit")
     a = p.parse_args(argv)
@@ -53,9 +54,9 @@ def parse_args(argv):
     return a
 
 
-def make_values(n, seed, lo, hi, torch):
+def make_values(n, seed, lo, hi, torch, dtype):
     g = torch.Generator().manual_seed(seed)
-    return torch.empty(n, dtype=torch.float32).uniform_(lo, hi, generator=g)
+    return torch.empty(n, dtype=torch.float32).uniform_(lo, hi, generator=g).to(dtype)
 
 
 def main(argv):
@@ -77,10 +78,12 @@ def main(argv):
     ema = feat in ("ema", "all")
     foreach = bool(a.foreach)
 
+    dtype = {"f32": torch.float32, "f64": torch.float64, "f16": torch.float16,
+             "bf16": torch.bfloat16}[a.dtype]
     params = []
     for k in range(a.tensors):
-        p = torch.nn.Parameter(make_values(a.elements, 2 * k, -1.0, 1.0, torch))
-        g = make_values(a.elements, 2 * k + 1, 0.001, 0.01, torch)
+        p = torch.nn.Parameter(make_values(a.elements, 2 * k, -1.0, 1.0, torch, dtype))
+        g = make_values(a.elements, 2 * k + 1, 0.001, 0.01, torch, dtype)
         g[1::2].neg_()
         p.grad = g
         params.append(p)
@@ -129,7 +132,8 @@ def main(argv):
                                    if a.limit else None),
         "limit_elements_per_second": a.limit,
         "fraction_of_limit": (round(eps / a.limit, 4) if a.limit else None),
-        "bytes_per_element": BYTES[feat],
+        "bytes_per_element": BYTES[feat] * {"f32": 4, "f64": 8, "f16": 2, "bf16": 2}[a.dtype] // 4,
+        "dtype": a.dtype,
         "version": torch.__version__,
     }
     print(json.dumps(out, separators=(",", ":")))
