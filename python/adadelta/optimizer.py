@@ -305,9 +305,9 @@ class _Optimizer:
         """Keras's ``build(variables)``: registers the arrays this optimizer
         updates (in place, no copy) and allocates the slot variables.
 
-        variables: C-contiguous, writeable numpy arrays, float32 or float64
-        (each variable's gradients in its dtype; float16 and bfloat16 once
-        the C library supports them). names: one
+        variables: C-contiguous, writeable numpy arrays, float32, float64,
+        float16 or bfloat16 (ml_dtypes.bfloat16, or uint16 holding the bits);
+        each variable's gradients in its dtype. names: one
         string per variable (default ``variable_<i>``); Keras's variable
         paths (``"dense/kernel"``) make exclude_from_weight_decay(var_names=)
         and the saved files readable. A second call does nothing, as in Keras.
@@ -329,8 +329,8 @@ class _Optimizer:
                                      % (i, name, type(v).__name__))
             code = _NP_DTYPES.get(v.dtype)
             if code is None:
-                raise errors.invalid("build: variable %d (%s) has dtype %s; supported: float32 "
-                                     "and float64 (float16, bfloat16 as the C library gains them)"
+                raise errors.invalid("build: variable %d (%s) has dtype %s; supported: float32, "
+                                     "float64, float16 and bfloat16 (uint16 bits)"
                                      % (i, name, v.dtype))
             if not (v.flags.c_contiguous and v.flags.writeable and v.flags.aligned):
                 raise errors.invalid("build: variable %d (%s) must be a C-contiguous, aligned, "

@@ -67,8 +67,8 @@ def _check_parameter(p, where):
     if p.layout is not torch.strided:
         raise errors.invalid("%s: a %s tensor; only dense (strided) tensors" % (where, p.layout))
     if p.dtype not in TORCH_DTYPES:
-        raise errors.invalid("%s: dtype %s; supported: torch.float32 and torch.float64 (float16 "
-                             "and bfloat16 as the C library gains them)" % (where, p.dtype))
+        raise errors.invalid("%s: dtype %s; supported: torch.float32, torch.float64, "
+                             "torch.float16 and torch.bfloat16" % (where, p.dtype))
     if not p.is_contiguous():
         raise errors.invalid("%s: not contiguous (the C library updates it in place; make "
                              "the parameter contiguous before creating the optimizer)" % where)

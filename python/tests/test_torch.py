@@ -339,3 +339,22 @@ def test_profiler_label_and_small_step_cost():
         opt.step()
     assert any(e.key == "Optimizer.step#Adadelta.step" for e in prof.key_averages())
     assert opt.iterations == 1
+
+
+def test_bfloat16_parameters_step_as_keras():
+    """A bfloat16 parameter steps in bfloat16: equal to torch's bfloat16 ops
+    in Keras's update_step order (constants exact in bfloat16, so no double
+    rounding in the reference)."""
+    T = torch.bfloat16
+    p = torch.nn.Parameter(torch.tensor([0.5, -1.25, 3.0, 1e-3], dtype=T))
+    g = torch.tensor([0.1, -2.0, 7.5, 3e-4], dtype=T)
+    opt = adt.Adadelta([p], learning_rate=1.0, rho=0.75, epsilon=2.0 ** -20)
+    p.grad = g.clone()
+    opt.step()
+    zero = torch.zeros(4, dtype=T)
+    rho, omr, eps = (torch.full((4,), x, dtype=T) for x in (0.75, 0.25, 2.0 ** -20))
+    ag = rho * zero + omr * (g * g)
+    delta = -((torch.sqrt(zero + eps) * g) / torch.sqrt(ag + eps))
+    want = torch.tensor([0.5, -1.25, 3.0, 1e-3], dtype=T) + torch.ones(4, dtype=T) * delta
+    assert torch.equal(p.detach().view(torch.int16), want.view(torch.int16))
+    assert not torch.equal(p.detach(), torch.tensor([0.5, -1.25, 3.0, 1e-3], dtype=T))
