@@ -36,7 +36,10 @@ static int refuse_dtype(const char *who, const char *name, adadelta_dtype dtype)
                               "%s: variable '%s' has dtype %s; libadadelta_mpi supports "
                               "float32 variables only (ADADELTA_F32)",
                               who, name ? name : "(null)",
-                              dtype == ADADELTA_F64 ? "ADADELTA_F64 (float64)" : "other than F32");
+                              dtype == ADADELTA_F64    ? "ADADELTA_F64 (float64)"
+                              : dtype == ADADELTA_F16  ? "ADADELTA_F16 (float16)"
+                              : dtype == ADADELTA_BF16 ? "ADADELTA_BF16 (bfloat16)"
+                                                       : "other than F32");
 }
 
 static int refuse_core_dtypes(const adadelta *core)

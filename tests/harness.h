@@ -66,6 +66,11 @@ void th_write_raw_st(const char *name, const char *header, size_t data_len);
  * after its *n bytes; NULL when it cannot be opened. */
 unsigned char *th_read_file(const char *path, size_t *n);
 
+/* tools/read_state.py's output on `path` (its lines, NUL-terminated, in a
+ * malloc'd buffer), run by the first of python3, /usr/bin/python3 that has
+ * numpy; NULL when none has (the caller skips). Asserts its exit 0. */
+char *th_read_state_output(const char *path);
+
 /* ----------------------------------------------------- running programs */
 
 /* Time limit of a run, in seconds. */

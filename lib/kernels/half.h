@@ -115,7 +115,9 @@ static inline __attribute__((always_inline)) uint16_t f16_narrow(float x)
     uint32_t u = half__bits(x), a = u & 0x7fffffffu;
     uint32_t s = (u >> 16) & 0x8000u;
     uint32_t normal = (a >> 13) - (112u << 10);
-    uint32_t sub = (uint32_t)(int32_t)(half__float(a) * 0x1p24f);
+    /* only a subnormal's value is converted (no out-of-range conversion) */
+    uint32_t tiny = a < 0x38800000u ? a : 0u;
+    uint32_t sub = (uint32_t)(int32_t)(half__float(tiny) * 0x1p24f);
     uint32_t special = 0x7c00u | ((a >> 13) & 0x3ffu);
     return (uint16_t)(s | (a >= 0x7f800000u ? special : (a < 0x38800000u ? sub : normal)));
 }

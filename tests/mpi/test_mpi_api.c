@@ -416,9 +416,10 @@ static void test_mode_mismatch(void **state)
     AGREE(strstr(adadelta_mpi_last_error(), "rank 0: ") != NULL);
 }
 
-/* The layer's buffers are float32: a float64 variable is refused where it
- * is added (a local call, the same on every rank) and when a core holding
- * one is wrapped (collective: one status everywhere), naming it. */
+/* The layer's buffers are float32: a float64 (float16, bfloat16) variable
+ * is refused where it is added (a local call, the same on every rank) and
+ * when a core holding one is wrapped (collective: one status everywhere),
+ * naming it. */
 static void test_float64_variables_are_refused(void **state)
 {
     (void)state;
@@ -443,6 +444,24 @@ static void test_float64_variables_are_refused(void **state)
     AGREE(strstr(adadelta_mpi_last_error(), "dense/w64") != NULL &&
           strstr(adadelta_mpi_last_error(), "float64") != NULL);
     adadelta_destroy(core); /* a refused wrap leaves the core to its owner */
+
+    const adadelta_dtype half[2] = {ADADELTA_F16, ADADELTA_BF16};
+    const char *half_names[2] = {"float16", "bfloat16"};
+    uint16_t h[4] = {0};
+    for (int k = 0; k < 2; k++) {
+        AGREE(adadelta_mpi_create(MPI_COMM_WORLD, &cfg, ADADELTA_MPI_REPLICATED, &o) == 0);
+        AGREE(adadelta_mpi_add_variable(o, "dense/h", half[k], h, 1, shape) == ADADELTA_EINVAL);
+        AGREE(strstr(adadelta_mpi_last_error(), half_names[k]) != NULL);
+        AGREE(adadelta_num_variables(adadelta_mpi_core(o)) == 0);
+        adadelta_mpi_destroy(o);
+        AGREE(adadelta_create(&cfg, &core) == 0);
+        AGREE(adadelta_add_variable(core, "dense/h", half[k], h, 1, shape) == 0);
+        AGREE(adadelta_mpi_wrap(MPI_COMM_WORLD, core, ADADELTA_MPI_REPLICATED, &o) ==
+                  ADADELTA_EINVAL &&
+              o == NULL);
+        AGREE(strstr(adadelta_mpi_last_error(), half_names[k]) != NULL);
+        adadelta_destroy(core);
+    }
 }
 
 static void test_presence_mismatch(void **state)
