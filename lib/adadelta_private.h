@@ -40,7 +40,7 @@
 
 #include <stdarg.h>
 
-#define ADADELTA_PRIVATE_VERSION 7
+#define ADADELTA_PRIVATE_VERSION 8
 
 typedef struct adadelta_dist_step {
     int update;         /* 1: reduce and apply; 0: accumulation only */
@@ -48,8 +48,9 @@ typedef struct adadelta_dist_step {
     int nonfinite;      /* this process saw a non-finite gradient */
     int needs_norms;    /* clipping by norm: sum_squares before finish */
     /* the core's own */
-    const float *const *grads;
+    const void *const *grads;
     adadelta_step_params p;
+    adadelta_step_params_f64 p64;
     int lr_ready; /* lr evaluated by begin (check_finite) */
     float lr;
 } adadelta_dist_step;
@@ -73,6 +74,9 @@ typedef struct adadelta_private {
      * those (the owned part of the current state is kept). Once, before
      * the first apply. */
     int (*own_shards)(adadelta *opt, int lo, int hi);
+    /* The scratch a data-parallel step needs (16-bit gradients); once,
+     * before the first step, after the variables. */
+    int (*dist_setup)(adadelta *opt);
     /* While wrapped, direct calls that would desynchronise the processes
      * (apply, load, finalize, exclusions, threads) refuse. */
     void (*set_wrapped)(adadelta *opt, int on);
@@ -82,16 +86,18 @@ typedef struct adadelta_private {
 
     /* The split step (see above). */
     void (*plan)(const adadelta *opt, adadelta_dist_step *st);
-    int (*begin)(adadelta *opt, const float *const *grads, adadelta_dist_step *st,
+    int (*begin)(adadelta *opt, const void *const *grads, adadelta_dist_step *st,
                  int scan_finite);
-    int (*finite)(adadelta *opt, const float *const *grads, int v_lo, int v_hi);
+    int (*finite)(adadelta *opt, const void *const *grads, int v_lo, int v_hi);
+    /* dst[v]: where variable v's contribution goes (in its dtype; float32
+     * for a 16-bit one); mean[v]: its mean, in the same types. */
     void (*contribute)(adadelta *opt, const adadelta_dist_step *st, int v_lo, int v_hi,
-                       float *flat_dst);
-    void (*sum_squares)(adadelta *opt, adadelta_dist_step *st, const float *flat_mean, int s_lo,
-                        int s_hi);
+                       void *const *dst);
+    void (*sum_squares)(adadelta *opt, adadelta_dist_step *st, const void *const *mean,
+                        int s_lo, int s_hi);
     double *(*partials)(adadelta *opt); /* num_shards entries */
     int (*finish)(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
-                  const float *flat_mean);
+                  const void *const *mean);
     /* 1 if the last call changed the variables (a step or an EMA overwrite). */
     int (*vars_changed)(const adadelta *opt);
     /* finalize_variable_values of an unsharded optimizer, while wrapped. */

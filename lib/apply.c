@@ -43,18 +43,22 @@ int adadelta__check_grads(const adadelta *opt, const void *const *grads, const c
 
 #define AT(T, base, elem) ((T *)(base) + (elem))
 
-static void shard_finite(adadelta *opt, int s, void *vctx)
+int adadelta__shard_finite(const adadelta *opt, int s, const void *g)
 {
-    adadelta_call *c = vctx;
     const adadelta_shard *sh = &opt->shards[s];
-    const void *g = c->grads[sh->var];
     int ok = 1;
 #define FINITE(T, K, P, PT)                                                       \
     ok = adadelta__kernels()->K.all_finite(sh->end - sh->begin, AT(const T, g, sh->begin))
     if (g)
         BY_DTYPE(&opt->vars[sh->var], FINITE);
 #undef FINITE
-    opt->shard_flags[s] = ok;
+    return ok;
+}
+
+static void shard_finite(adadelta *opt, int s, void *vctx)
+{
+    adadelta_call *c = vctx;
+    opt->shard_flags[s] = adadelta__shard_finite(opt, s, c->grads[opt->shards[s].var]);
 }
 
 int adadelta__grads_finite(adadelta *opt, adadelta_call *c)
@@ -108,6 +112,10 @@ void adadelta__shard_sum_squares(adadelta *opt, int s, void *vctx)
     const adadelta_var *var = &opt->vars[sh->var];
     const void *g = c->grads[sh->var];
     double sum = 0.0;
+    if (g && c->half_mean && (var->dtype == ADADELTA_F16 || var->dtype == ADADELTA_BF16)) {
+        opt->partials[s] = adadelta__half_mean_sum_squares(opt, s, c);
+        return;
+    }
 #define SUM_SQUARES(T, K, P, PT)                                                  \
     sum = adadelta__kernels()->K.sum_squares(&c->P, sh->end - sh->begin,    \
                                              AT(const T, g, sh->begin),     \
@@ -140,6 +148,10 @@ static void shard_step(adadelta *opt, int s, void *vctx)
         if (q.clip == ADADELTA_CLIP_NORM)                                     \
             q.clip_b = opt->var_clip_b[sh->var]; /* to the field's type */                           \
         q.weight_decay = q.weight_decay && var->uses_weight_decay;            \
+        if (c->half_mean && sizeof(T) == 2) {                                  \
+            adadelta__half_mean_step(opt, s, c, (const adadelta_step_params *)&q); \
+            break;                                                            \
+        }                                                                     \
         adadelta__kernels()->K.step(                                          \
             &q, n, adadelta__data_at(var, sh->begin), AT(const T, g, sh->begin), \
             q.accumulate ? accumulator(var, sh->begin) : NULL,                \

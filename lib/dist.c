@@ -18,25 +18,21 @@ static void plan_step(const adadelta *opt, adadelta_dist_step *st)
     st->finite_matters = opt->cfg.check_finite || opt->cfg.dynamic_loss_scale;
     st->update = !adadelta__is_accumulation_only(opt);
     st->needs_norms = st->update && adadelta__needs_norms(&opt->cfg);
-    adadelta__set_divisor(opt, &st->p, NULL); /* float32 only (the layer refuses others) */
+    adadelta__set_divisor(opt, &st->p, &st->p64);
 }
 
-static int dist_begin(adadelta *opt, const float *const *grads, adadelta_dist_step *st,
+static int dist_begin(adadelta *opt, const void *const *grads, adadelta_dist_step *st,
                       int scan_finite)
 {
     plan_step(opt, st);
-    /* The layer's buffers are float32: it refuses others when set up. */
-    if (opt->n_f64)
-        return adadelta__fail(ADADELTA_EINVAL,
-                              "apply: the data-parallel step takes float32 variables only");
-    int rc = adadelta__check_grads(opt, (const void *const *)grads, "apply");
+    int rc = adadelta__check_grads(opt, grads, "apply");
     if (rc || (rc = adadelta__build(opt)))
         return rc;
     st->grads = grads;
     if (st->finite_matters && scan_finite) {
         adadelta_call c;
         memset(&c, 0, sizeof c);
-        c.grads = (const void *const *)grads;
+        c.grads = grads;
         st->nonfinite = !adadelta__grads_finite(opt, &c);
     }
     /* check_finite covers the learning rate, evaluated here then (once). */
@@ -50,12 +46,14 @@ static int dist_begin(adadelta *opt, const float *const *grads, adadelta_dist_st
 
 typedef struct contribute_ctx {
     const adadelta_dist_step *st;
-    adadelta_step_params p;
+    adadelta_call c; /* the preparation's constants in every dtype */
     int s_lo, s_hi;
-    float *dst;
+    void *const *dst;
 } contribute_ctx;
 
-/* t = g / scale (+ acc): Keras's (g + acc) before the division by n. */
+/* t = g / scale (+ acc): Keras's (g + acc) before the division by n, in
+ * the variable's dtype (a 16-bit one as float32 words); in place when the
+ * gradient was written where its contribution goes. */
 static void shard_contribute(adadelta *opt, int s, void *vctx)
 {
     contribute_ctx *c = vctx;
@@ -63,37 +61,56 @@ static void shard_contribute(adadelta *opt, int s, void *vctx)
         return;
     const adadelta_shard *sh = &opt->shards[s];
     const adadelta_var *var = &opt->vars[sh->var];
-    const float *g = c->st->grads[sh->var];
+    const void *g = c->st->grads[sh->var];
     if (!g)
         return;
-    const float *acc =
-        c->p.accumulate ? adadelta__slot_at(var, ADADELTA_SLOT_GRADIENT_ACCUMULATOR, sh->begin)
-                        : NULL;
-    float *dst = c->dst + var->flat_offset + sh->begin;
-    if (g + sh->begin != dst)
-        adadelta_kernel_prepare(&c->p, sh->end - sh->begin, g + sh->begin, acc, dst);
-    else if (c->p.divide || c->p.accumulate) /* written in place by the caller */
-        adadelta_kernel_prepare_inplace(&c->p, sh->end - sh->begin, dst, acc);
+    const adadelta_kernels *k = adadelta__kernels();
+    int64_t b = sh->begin, n = sh->end - sh->begin;
+    void *acc = c->c.p.accumulate
+                    ? adadelta__slot_at(var, ADADELTA_SLOT_GRADIENT_ACCUMULATOR, b)
+                    : NULL;
+    void *dst = c->dst[sh->var];
+    switch (var->dtype) {
+    case ADADELTA_F64: {
+        const adadelta_step_params_f64 *p = &c->c.p64;
+        if ((const double *)g + b != (double *)dst + b)
+            k->f64.prepare(p, n, (const double *)g + b, acc, (double *)dst + b);
+        else if (p->divide || p->accumulate)
+            k->f64.prepare_inplace(p, n, (double *)dst + b, acc);
+        break;
+    }
+    case ADADELTA_F16:
+        k->f16.prepare(&c->c.p16, n, (const uint16_t *)g + b, acc, (float *)dst + b);
+        break;
+    case ADADELTA_BF16:
+        k->bf16.prepare(&c->c.pbf16, n, (const uint16_t *)g + b, acc, (float *)dst + b);
+        break;
+    default: {
+        const adadelta_step_params *p = &c->c.p;
+        if ((const float *)g + b != (float *)dst + b)
+            k->f32.prepare(p, n, (const float *)g + b, acc, (float *)dst + b);
+        else if (p->divide || p->accumulate)
+            k->f32.prepare_inplace(p, n, (float *)dst + b, acc);
+    }
+    }
 }
 
 typedef struct finite_ctx {
-    const float *const *grads;
+    const void *const *grads;
     int s_lo, s_hi;
 } finite_ctx;
 
 static void shard_finite_in(adadelta *opt, int s, void *vctx)
 {
     finite_ctx *c = vctx;
-    const adadelta_shard *sh = &opt->shards[s];
-    const float *g = c->grads[sh->var];
-    opt->shard_flags[s] = s < c->s_lo || s >= c->s_hi || !g ||
-                          adadelta_kernel_all_finite(sh->end - sh->begin, g + sh->begin);
+    opt->shard_flags[s] = s < c->s_lo || s >= c->s_hi ||
+                          adadelta__shard_finite(opt, s, c->grads[opt->shards[s].var]);
 }
 
 static int first_shard(const adadelta *opt, int v);
 
 /* 1 if the gradients of variables [v_lo, v_hi) are all finite. */
-static int dist_finite(adadelta *opt, const float *const *grads, int v_lo, int v_hi)
+static int dist_finite(adadelta *opt, const void *const *grads, int v_lo, int v_hi)
 {
     finite_ctx c = {grads, first_shard(opt, v_lo), first_shard(opt, v_hi)};
     adadelta__for_all_shards(opt, shard_finite_in, &c);
@@ -109,27 +126,39 @@ static int first_shard(const adadelta *opt, int v)
 }
 
 static void dist_contribute(adadelta *opt, const adadelta_dist_step *st, int v_lo, int v_hi,
-                            float *flat_dst)
+                            void *const *dst)
 {
-    contribute_ctx c = {st, st->p, first_shard(opt, v_lo), first_shard(opt, v_hi), flat_dst};
-    c.p.accumulate = opt->cfg.gradient_accumulation_steps != 0;
-    c.p.steps = 1.0f;
+    contribute_ctx c;
+    memset(&c, 0, sizeof c);
+    c.st = st;
+    c.s_lo = first_shard(opt, v_lo);
+    c.s_hi = first_shard(opt, v_hi);
+    c.dst = dst;
+    c.c.p = st->p;
+    c.c.p64 = st->p64;
+    c.c.p.accumulate = c.c.p64.accumulate = opt->cfg.gradient_accumulation_steps != 0;
+    c.c.p.steps = 1.0f;
+    c.c.p64.steps = 1.0;
+    adadelta__set_half_params(opt, &c.c);
+    c.c.p16.steps = c.c.pbf16.steps = 1.0f; /* the division by n follows the mean */
     adadelta__for_all_shards(opt, shard_contribute, &c);
 }
 
 /* The call that reads the reduced mean: (g + acc) / n was summed before
  * the reduction, so only the division by n is left. */
-static void mean_call(adadelta *opt, const adadelta_dist_step *st, const float *mean,
+static void mean_call(adadelta *opt, const adadelta_dist_step *st, const void *const *mean,
                       adadelta_call *c)
 {
     memset(c, 0, sizeof *c);
     for (int v = 0; v < opt->n_vars; v++)
-        opt->var_grads[v] = st->grads[v] ? mean + opt->vars[v].flat_offset : NULL;
+        opt->var_grads[v] = st->grads[v] ? mean[v] : NULL;
     c->grads = opt->var_grads;
+    c->half_mean = opt->n_half != 0;
     int64_t n = opt->cfg.gradient_accumulation_steps;
     if (n) {
-        c->p.divide = 1;
+        c->p.divide = c->p64.divide = 1;
         c->p.divisor = (float)n;
+        c->p64.divisor = (double)n;
     }
 }
 
@@ -147,8 +176,8 @@ static void shard_sum_squares_in(adadelta *opt, int s, void *vctx)
 
 /* Partials of shards [s_lo, s_hi) from the mean; zero elsewhere, so a sum
  * over the processes is exact in any order. */
-static void dist_sum_squares(adadelta *opt, adadelta_dist_step *st, const float *mean, int s_lo,
-                             int s_hi)
+static void dist_sum_squares(adadelta *opt, adadelta_dist_step *st, const void *const *mean,
+                             int s_lo, int s_hi)
 {
     range_ctx r;
     mean_call(opt, st, mean, &r.c);
@@ -169,7 +198,7 @@ static void shard_zero_accumulator(adadelta *opt, int s, void *vctx)
 }
 
 static int dist_finish(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
-                       const float *mean)
+                       const void *const *mean)
 {
     if (opt->cfg.check_finite && any_nonfinite)
         return adadelta__fail(ADADELTA_ENONFINITE,
@@ -183,8 +212,9 @@ static int dist_finish(adadelta *opt, adadelta_dist_step *st, int any_nonfinite,
     adadelta_call c;
     if (!st->update) {
         memset(&c, 0, sizeof c);
-        c.grads = (const void *const *)st->grads;
+        c.grads = st->grads;
         c.p = st->p;
+        c.p64 = st->p64;
         adadelta__accumulate_call(opt, &c);
         return ADADELTA_OK;
     }
@@ -300,6 +330,7 @@ static const adadelta_private private_table = {
     .shard_offset = adadelta__shard_offset,
     .partition = adadelta__partition,
     .own_shards = dist_own_shards,
+    .dist_setup = adadelta__dist_setup,
     .set_wrapped = dist_set_wrapped,
     .parallel_blocks = adadelta__parallel_blocks,
     .plan = dist_plan,

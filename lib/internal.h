@@ -34,6 +34,7 @@ typedef struct adadelta_var {
     int64_t slot_begin, slot_end;
     int excluded_by_index;
     int uses_weight_decay;
+    int64_t half_off;     /* 16-bit: its elements in dist_half */
 } adadelta_var;
 
 typedef struct adadelta_shard {
@@ -53,6 +54,9 @@ struct adadelta {
     /* Per-variable scratch, sized with vars so apply never allocates. */
     double *var_clip_b;         /* clipnorm denominators (in the var's dtype) */
     const void **var_grads;     /* gradient pointers of a reduced call */
+    /* A data-parallel step's 16-bit gradients, cast from the reduced
+     * float32 mean (dist_half.c); made by adadelta__dist_setup. */
+    uint16_t *dist_half;
 
     int n_shards, cap_shards;
     adadelta_shard *shards;
@@ -225,7 +229,12 @@ typedef struct adadelta_call {
     adadelta_step_params p;
     adadelta_step_params_f64 p64;
     adadelta_step_params p16, pbf16;
+    /* A data-parallel update: a 16-bit variable's gradient is the float32
+     * mean of the processes' contributions (dist_half.c). */
+    int half_mean;
 } adadelta_call;
+/* 1 if gradient g of shard s (in its variable's dtype) is finite. */
+int adadelta__shard_finite(const adadelta *opt, int s, const void *g);
 /* Checks the arguments of an apply-like call; ENOGRAD when no gradient. */
 int adadelta__check_grads(const adadelta *opt, const void *const *grads, const char *who);
 /* 1 if every present gradient is finite. */
@@ -241,5 +250,16 @@ void adadelta__shard_sum_squares(adadelta *opt, int s, void *call);
 void adadelta__update_call(adadelta *opt, adadelta_call *c);
 /* finalize_variable_values without the wrapped check. */
 int adadelta__finalize(adadelta *opt);
+
+/* ------------------------------------------------------------ dist_half.c */
+/* The scratch of the 16-bit variables' gradients in a data-parallel step
+ * (once, before the first one). */
+int adadelta__dist_setup(adadelta *opt);
+/* Shard s of a 16-bit variable in a call with half_mean: its norm partial,
+ * and its step with the call's params q of its dtype (clip_b and weight
+ * decay set for the variable). */
+double adadelta__half_mean_sum_squares(adadelta *opt, int s, const adadelta_call *c);
+void adadelta__half_mean_step(adadelta *opt, int s, const adadelta_call *c,
+                              const adadelta_step_params *q);
 
 #endif

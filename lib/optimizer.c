@@ -144,6 +144,7 @@ void adadelta_destroy(adadelta *opt)
     free(opt->thread_bounds);
     free(opt->var_clip_b);
     free(opt->var_grads);
+    free(opt->dist_half);
     if (opt->has_exclude_regex)
         regfree(&opt->exclude_regex);
     free(opt);

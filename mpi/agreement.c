@@ -1,5 +1,5 @@
 /* agreement.c - that all ranks drive the same optimizer: a hash of the
- * config and of the variables (names, shapes, order, exclusions), compared
+ * config and of the variables (names, shapes, dtypes, order, exclusions), compared
  * across ranks before the first step; and the ranks that differ. */
 #include "mpi_internal.h"
 
@@ -64,6 +64,7 @@ static uint64_t variables_hash(const adadelta_mpi *m)
         for (int d = 0; d < ndim; d++)
             h = hash_i64(h, shape[d]);
         h = hash_i64(h, adadelta_uses_weight_decay(m->core, v));
+        h = hash_i64(h, adadelta_variable_dtype(m->core, v));
     }
     return h;
 }
@@ -122,7 +123,7 @@ int adadelta_mpi__check_agreement(adadelta_mpi *m)
     MPI_Allreduce(h, hi, 3, MPI_UINT64_T, MPI_MAX, m->comm);
     static const char *const what[3] = {
         "the config (adadelta_config_to_json, check_finite, mode)",
-        "the variables (number, names, shapes, order, weight-decay exclusions)",
+        "the variables (number, names, shapes, dtypes, order, weight-decay exclusions)",
         "the layer's settings (bucket bytes, compression, chunk elements)"};
     for (int i = 0; i < 3; i++)
         if (lo[i] != hi[i]) {

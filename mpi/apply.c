@@ -23,7 +23,7 @@
 #include <string.h>
 
 void adadelta_mpi__contribute_bucket(adadelta_mpi *m, const adadelta_dist_step *st,
-                                     const float *const *grads, int b)
+                                     const void *const *grads, int b)
 {
     bucket *bk = &m->buckets[b];
     m->engine->reserve(m, b);
@@ -37,7 +37,8 @@ void adadelta_mpi__contribute_bucket(adadelta_mpi *m, const adadelta_dist_step *
         if ((!grads || !grads[v]) && m->voff[v + 1] > m->voff[v])
             memset(send + m->voff[v], 0, (size_t)(m->voff[v + 1] - m->voff[v]) * sizeof(float));
     if (grads && st->grads)
-        CORE->contribute(m->core, st, bk->v_lo, bk->v_hi, send);
+        CORE->contribute(m->core, st, bk->v_lo, bk->v_hi,
+                         adadelta_mpi__var_pointers(m, send, bk->v_lo, bk->v_hi));
     if (m->compressing && !m->engine->packs_contributions)
         adadelta_mpi__round16(m->compressing, send + bk->lo, bk->hi - bk->lo);
     bk->started = 1;
@@ -65,7 +66,7 @@ float *adadelta_mpi__end_reduction(adadelta_mpi *m)
     return m->engine->mean(m);
 }
 
-static uint64_t presence_hash(const adadelta_mpi *m, const float *const *grads)
+static uint64_t presence_hash(const adadelta_mpi *m, const void *const *grads)
 {
     uint64_t h = ADADELTA_MPI_HASH_START;
     unsigned char chunk[256];
@@ -82,7 +83,7 @@ static uint64_t presence_hash(const adadelta_mpi *m, const float *const *grads)
 
 /* The variable whose presence differs between ranks, named (a mismatch
  * only: one more collective, made by every rank). */
-static int presence_mismatch(adadelta_mpi *m, const float *const *grads)
+static int presence_mismatch(adadelta_mpi *m, const void *const *grads)
 {
     int first = m->nv, v;
     for (v = 0; v < m->nv; v++) {
@@ -104,7 +105,7 @@ static int presence_mismatch(adadelta_mpi *m, const float *const *grads)
 }
 
 /* 3. and 4.: this rank's flags, combined over the ranks. */
-static void exchange_flags(adadelta_mpi *m, adadelta_dist_step *st, const float *const *grads,
+static void exchange_flags(adadelta_mpi *m, adadelta_dist_step *st, const void *const *grads,
                            const float *mean, int overlapped)
 {
     step_flags *f = m->flags;
@@ -125,7 +126,10 @@ static void exchange_flags(adadelta_mpi *m, adadelta_dist_step *st, const float 
     int np = f->n_partials;
     memset(f->partials, 0, (size_t)np * sizeof(double));
     if (np && st->update && st->grads) {
-        CORE->sum_squares(m->core, st, mean, m->bounds[m->rank], m->bounds[m->rank + 1]);
+        CORE->sum_squares(m->core, st,
+                          (const void *const *)adadelta_mpi__var_pointers(m, (float *)mean, 0,
+                                                                          m->nv),
+                          m->bounds[m->rank], m->bounds[m->rank + 1]);
         memcpy(f->partials, CORE->partials(m->core), (size_t)np * sizeof(double));
     }
     m->flags_all->n_partials = np;
@@ -134,7 +138,7 @@ static void exchange_flags(adadelta_mpi *m, adadelta_dist_step *st, const float 
 }
 
 /* 5.: the decision every rank takes from the same combined flags. */
-static int decide(adadelta_mpi *m, adadelta_dist_step *st, const float *const *grads,
+static int decide(adadelta_mpi *m, adadelta_dist_step *st, const void *const *grads,
                   int local_rc)
 {
     const step_flags *all = m->flags_all;
@@ -157,10 +161,10 @@ static int decide(adadelta_mpi *m, adadelta_dist_step *st, const float *const *g
     if (local_rc) /* presence agreed: the same status (ENOGRAD) everywhere */
         return local_rc;
     int any_nonfinite = st->finite_matters && all->nonfinite;
-    const float *mean = NULL;
+    const void *const *mean = NULL;
     if (st->update && !any_nonfinite) {
         m->engine->complete_mean(m);
-        mean = m->engine->mean(m);
+        mean = (const void *const *)adadelta_mpi__var_pointers(m, m->engine->mean(m), 0, m->nv);
         if (all->n_partials)
             memcpy(CORE->partials(m->core), all->partials,
                    (size_t)all->n_partials * sizeof(double));
@@ -168,7 +172,7 @@ static int decide(adadelta_mpi *m, adadelta_dist_step *st, const float *const *g
     return CORE->finish(m->core, st, any_nonfinite, mean);
 }
 
-int adadelta_mpi__step(adadelta_mpi *m, const float *const *grads, int overlapped)
+int adadelta_mpi__step(adadelta_mpi *m, const void *const *grads, int overlapped)
 {
     adadelta_dist_step st;
     CORE->plan(m->core, &st);
@@ -214,12 +218,21 @@ void *adadelta_mpi_gradient_buffer(adadelta_mpi *m, int index)
                            index, m->nv);
         return NULL;
     }
+    if (m->vdtype[index] == ADADELTA_F16 || m->vdtype[index] == ADADELTA_BF16) {
+        /* its contribution is float32 words: no 16-bit gradient lies there */
+        adadelta_mpi__fail(ADADELTA_EINVAL,
+                           "adadelta_mpi_gradient_buffer: variable '%s' is %s; its gradient is "
+                           "reduced as float32, so there is no buffer to write it into "
+                           "(pass the gradient itself to apply or grad_ready)",
+                           adadelta_variable_name(m->core, index),
+                           m->vdtype[index] == ADADELTA_F16 ? "float16" : "bfloat16");
+        return NULL;
+    }
     return m->engine->contributions(m) + m->voff[index];
 }
 
-int adadelta_mpi_apply(adadelta_mpi *m, const void *const *vgrads)
+int adadelta_mpi_apply(adadelta_mpi *m, const void *const *grads)
 {
-    const float *const *grads = (const float *const *)vgrads;
     adadelta_mpi__clear_error();
     if (!m)
         return adadelta_mpi__fail(ADADELTA_EINVAL, "adadelta_mpi_apply: NULL");
@@ -258,9 +271,11 @@ int adadelta_mpi_finalize_variable_values(adadelta_mpi *m)
             return rc;
         for (int i = 0; i < l.n; i++) {
             const adadelta_state_tensor *t = &l.t[i];
-            if (t->slot == ADADELTA_SLOT_EMA && t->end > t->begin)
-                memcpy((float *)adadelta_variable_data(m->core, t->var) + t->begin, t->data,
-                       (size_t)(t->end - t->begin) * sizeof(float));
+            if (t->slot == ADADELTA_SLOT_EMA && t->end > t->begin) {
+                size_t es = adadelta_st_dtype_size(t->dtype);
+                memcpy((char *)adadelta_variable_data(m->core, t->var) + (size_t)t->begin * es,
+                       t->data, (size_t)(t->end - t->begin) * es);
+            }
         }
         CORE->state_free(&l);
         m->engine->gather_variables(m);

@@ -26,33 +26,6 @@ static int64_t chunk_elements(int size)
     return adadelta_mpi__env_int("ADADELTA_MPI_CHUNK_ELEMENTS", limit, 1, limit);
 }
 
-/* The layer reduces and stores flat float32 buffers: a variable of another
- * dtype is refused (naming it), not reinterpreted. */
-static int refuse_dtype(const char *who, const char *name, adadelta_dtype dtype)
-{
-    if (dtype == ADADELTA_F32)
-        return 0;
-    return adadelta_mpi__fail(ADADELTA_EINVAL,
-                              "%s: variable '%s' has dtype %s; libadadelta_mpi supports "
-                              "float32 variables only (ADADELTA_F32)",
-                              who, name ? name : "(null)",
-                              dtype == ADADELTA_F64    ? "ADADELTA_F64 (float64)"
-                              : dtype == ADADELTA_F16  ? "ADADELTA_F16 (float16)"
-                              : dtype == ADADELTA_BF16 ? "ADADELTA_BF16 (bfloat16)"
-                                                       : "other than F32");
-}
-
-static int refuse_core_dtypes(const adadelta *core)
-{
-    for (int v = 0; core && v < adadelta_num_variables(core); v++) {
-        int rc = refuse_dtype("adadelta_mpi_wrap", adadelta_variable_name(core, v),
-                              (adadelta_dtype)adadelta_variable_dtype(core, v));
-        if (rc)
-            return rc;
-    }
-    return 0;
-}
-
 static int wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode, int local_rc,
                 adadelta_mpi **out)
 {
@@ -65,8 +38,6 @@ static int wrap(MPI_Comm comm, adadelta *core, adadelta_mpi_mode mode, int local
         rc = adadelta_mpi__fail(ADADELTA_EINVAL, "libadadelta_mpi: no private interface");
     if (!rc && !m)
         rc = adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi_create: out of memory");
-    if (!rc)
-        rc = refuse_core_dtypes(core);
     if (!rc && mode != ADADELTA_MPI_REPLICATED && mode != ADADELTA_MPI_SHARDED)
         rc = adadelta_mpi__fail(ADADELTA_EINVAL,
                                 "adadelta_mpi_create: mode %d is not "
@@ -195,8 +166,7 @@ int adadelta_mpi_add_variable(adadelta_mpi *m, const char *name, adadelta_dtype 
                                   "adadelta_mpi_add_variable '%s': variables are fixed "
                                   "after the first collective step",
                                   name ? name : "(null)");
-    int rc = refuse_dtype("adadelta_mpi_add_variable", name, dtype);
-    return rc ? rc : adadelta_add_variable(m->core, name, dtype, data, ndim, shape);
+    return adadelta_add_variable(m->core, name, dtype, data, ndim, shape);
 }
 
 int adadelta_mpi_exclude_from_weight_decay(adadelta_mpi *m, const int *indices, int n_indices,
@@ -335,7 +305,7 @@ size_t adadelta_mpi_state_bytes(const adadelta_mpi *m)
     size_t bytes = 0;
     for (int i = 0; i < l.n; i++)
         if (l.t[i].role == ADADELTA_TENSOR_SLOT)
-            bytes += (size_t)(l.t[i].end - l.t[i].begin) * sizeof(float);
+            bytes += (size_t)(l.t[i].end - l.t[i].begin) * adadelta_st_dtype_size(l.t[i].dtype);
     CORE->state_free(&l);
     return bytes;
 }

@@ -25,8 +25,7 @@ void adadelta_mpi__allgather_variables(adadelta_mpi *m, float *flat, MPI_Comm co
     for (int v = 0; v < m->nv; v++) {
         int64_t b0, b1;
         if (adadelta_mpi__own_part(m, v, &b0, &b1))
-            memcpy(flat + m->voff[v] + b0, (float *)adadelta_variable_data(m->core, v) + b0,
-                   (size_t)(b1 - b0) * sizeof(float));
+            adadelta_mpi__to_words(m, v, b0, b1, flat);
     }
     for (int64_t lo = 0; lo < m->total; lo += m->chunk) {
         int64_t hi = lo + m->chunk < m->total ? lo + m->chunk : m->total;
@@ -36,10 +35,7 @@ void adadelta_mpi__allgather_variables(adadelta_mpi *m, float *flat, MPI_Comm co
                         &req);
         adadelta_mpi__wait_request(m, &req, "a gather of the ranks' ranges");
     }
-    for (int v = 0; v < m->nv; v++) {
-        int64_t n = m->voff[v + 1] - m->voff[v];
-        if (n)
-            memcpy(adadelta_variable_data(m->core, v), flat + m->voff[v],
-                   (size_t)n * sizeof(float));
-    }
+    for (int v = 0; v < m->nv; v++)
+        if (m->vsize[v])
+            adadelta_mpi__from_words(m, v, 0, m->vsize[v], flat);
 }

@@ -90,7 +90,7 @@ uint32_t adadelta_mpi__variables_crc(const adadelta_mpi *m)
     uint32_t crc = 0;
     for (int v = 0; v < m->nv; v++)
         crc = adadelta__crc32c(crc, adadelta_variable_data(m->core, v),
-                               (size_t)(m->voff[v + 1] - m->voff[v]) * sizeof(float));
+                               (size_t)m->vsize[v] * adadelta_mpi__element_bytes(m, v));
     return crc;
 }
 
@@ -141,10 +141,12 @@ int adadelta_mpi_broadcast_variables(adadelta_mpi *m, int root)
                                   "load one state file on every rank (adadelta_mpi_load) instead",
                                   (long long)span[0], (long long)-span[1]);
     for (int v = 0; v < m->nv; v++) {
-        float *data = adadelta_variable_data(m->core, v);
-        for (int64_t at = m->voff[v]; at < m->voff[v + 1]; at += m->chunk) {
-            int64_t n = m->voff[v + 1] - at < m->chunk ? m->voff[v + 1] - at : m->chunk;
-            MPI_Bcast(data + (at - m->voff[v]), (int)n, MPI_FLOAT, root, m->comm);
+        char *data = adadelta_variable_data(m->core, v);
+        size_t es = adadelta_mpi__element_bytes(m, v);
+        MPI_Datatype type = es == 8 ? MPI_DOUBLE : es == 4 ? MPI_FLOAT : MPI_UINT16_T;
+        for (int64_t at = 0; at < m->vsize[v]; at += m->chunk) {
+            int64_t n = m->vsize[v] - at < m->chunk ? m->vsize[v] - at : m->chunk;
+            MPI_Bcast(data + (size_t)at * es, (int)n, type, root, m->comm);
         }
     }
     /* Before the first apply the EMA is what building makes: the
@@ -155,9 +157,13 @@ int adadelta_mpi_broadcast_variables(adadelta_mpi *m, int root)
             return rc;
         for (int i = 0; i < l.n; i++) {
             const adadelta_state_tensor *t = &l.t[i];
-            if (t->slot == ADADELTA_SLOT_EMA && t->end > t->begin)
-                memcpy(t->data, (const float *)adadelta_variable_data(m->core, t->var) + t->begin,
-                       (size_t)(t->end - t->begin) * sizeof(float));
+            if (t->slot == ADADELTA_SLOT_EMA && t->end > t->begin) {
+                size_t es = adadelta_st_dtype_size(t->dtype);
+                memcpy(t->data,
+                       (const char *)adadelta_variable_data(m->core, t->var) +
+                           (size_t)t->begin * es,
+                       (size_t)(t->end - t->begin) * es);
+            }
         }
         CORE->state_free(&l);
     }

@@ -55,7 +55,7 @@ typedef struct open_step {
     int open;
     int error_status;           /* a misuse seen on this rank (0: none); the */
     char error[224];            /* step then fails on every rank with it */
-    const float **grads;        /* per variable, as reported */
+    const void **grads;         /* per variable, as reported */
     unsigned char *reported;    /* per variable */
     int next_bucket;            /* buckets start in index order on every rank */
     adadelta_dist_step st;      /* the call as planned at begin_step */
@@ -75,11 +75,15 @@ struct adadelta_mpi {
     /* The plan (plan.c): the variables' flat layout and the ranks' ranges
      * of it (at shard boundaries; in sharded mode the state each owns). */
     int nv;
-    int64_t total;
-    int64_t *voff;    /* nv + 1 flat offsets of the variables */
+    int64_t total;    /* 4-byte words of the flat layout */
+    int64_t *voff;    /* nv + 1 word offsets of the variables */
+    int64_t *vsize;   /* their elements */
+    int *vdtype;      /* their adadelta_dtype */
+    int any_f64;      /* float64 variables: every offset and cut is even */
+    void **vptr;      /* per-variable pointers into a flat buffer (scratch) */
     int *bounds;      /* size + 1 shard bounds of the ranks' ranges */
-    int64_t *eoff;    /* size + 1 flat offsets of the ranks' ranges */
-    int64_t chunk;    /* most elements in one MPI call (set at creation) */
+    int64_t *eoff;    /* size + 1 word offsets of the ranks' ranges */
+    int64_t chunk;    /* most words in one MPI call (set at creation) */
     int64_t bucket_bytes;
     int n_buckets;
     bucket *buckets;
@@ -144,6 +148,19 @@ void adadelta_mpi__free_plan(adadelta_mpi *m);
 /* This rank's flat range intersected with variable v, as element indices
  * of v [*b0, *b1); 0 if empty. */
 int adadelta_mpi__own_part(const adadelta_mpi *m, int v, int64_t *b0, int64_t *b1);
+/* Words per element of variable v (2 for float64, else 1), its element
+ * bytes, and a word range of it [lo, hi) as element indices [*b0, *b1). */
+int adadelta_mpi__words_per_element(const adadelta_mpi *m, int v);
+size_t adadelta_mpi__element_bytes(const adadelta_mpi *m, int v);
+void adadelta_mpi__elements_of(const adadelta_mpi *m, int v, int64_t lo, int64_t hi, int64_t *b0,
+                               int64_t *b1);
+/* m->vptr[v] = where variable v lies in flat, for v in [v_lo, v_hi). */
+void *const *adadelta_mpi__var_pointers(adadelta_mpi *m, float *flat, int v_lo, int v_hi);
+/* Elements [b0, b1) of variable v's data into, and out of, its words in
+ * flat (the same bits). */
+void adadelta_mpi__to_words(const adadelta_mpi *m, int v, int64_t b0, int64_t b1, float *flat);
+void adadelta_mpi__from_words(const adadelta_mpi *m, int v, int64_t b0, int64_t b1,
+                              const float *flat);
 /* [lo, hi) intersected with rank r's range, as a flat range; 0 if empty. */
 int adadelta_mpi__portion(const adadelta_mpi *m, int r, int64_t lo, int64_t hi, int64_t *a,
                           int64_t *b);
@@ -208,16 +225,18 @@ int adadelta_mpi__shm_possible(const adadelta_mpi *m);
 /* Whether the hier engine can (several nodes, each of consecutive ranks). */
 int adadelta_mpi__hier_possible(const adadelta_mpi *m);
 
-/* reduce_sum.c: out[i] = (in_0[i] + ... + in_{R-1}[i]) / R over [0, n),
- * adding in rank order, on the core's thread team. */
-void adadelta_mpi__rank_order_mean(const adadelta_mpi *m, const float *const *in, float *out,
-                                   int64_t n);
+/* reduce_sum.c: out[i] = (in_0[i] + ... + in_{R-1}[i]) / R over the n
+ * words of the flat range starting at word `at`, adding in rank order in
+ * each variable's reduction type (float32 words, or float64 pairs), on the
+ * core's thread team. */
+void adadelta_mpi__rank_order_mean(const adadelta_mpi *m, int64_t at, const float *const *in,
+                                   float *out, int64_t n);
 /* A stretch of that sum: out = in_0 + ... + in_{n_in-1} (from_out: out +=
  * them), then divided by R if `divide`: the same operations in the same
  * order as the whole sum when the stretches follow each other. A divided
  * mean of a compressed reduction is rounded to its 16-bit type. */
-void adadelta_mpi__rank_order_sum(const adadelta_mpi *m, const float *const *in, int n_in,
-                                  float *out, int64_t n, int from_out, int divide);
+void adadelta_mpi__rank_order_sum(const adadelta_mpi *m, int64_t at, const float *const *in,
+                                  int n_in, float *out, int64_t n, int from_out, int divide);
 
 /* ------------------------------------------------------------ compress.c */
 /* 16-bit values of `kind` (adadelta_mpi_compression) from float32 and
@@ -287,7 +306,7 @@ void adadelta_mpi__flags_mpi(size_t bytes, MPI_Datatype *type, MPI_Op *op);
  * NULL on a rank: it contributes zeros and the step fails everywhere).
  * overlapped: the open step's buckets already started stay as they are,
  * and its misuse (if any) fails the step on every rank. */
-int adadelta_mpi__step(adadelta_mpi *m, const float *const *grads, int overlapped);
+int adadelta_mpi__step(adadelta_mpi *m, const void *const *grads, int overlapped);
 /* A reduction outside a step (the accumulators' mean of a save): begin
  * gives the contributions buffer to fill, end the mean (this rank's range
  * at least). */
@@ -295,7 +314,7 @@ float *adadelta_mpi__begin_reduction(adadelta_mpi *m);
 float *adadelta_mpi__end_reduction(adadelta_mpi *m);
 /* Writes and starts bucket b's contributions (grads of its variables). */
 void adadelta_mpi__contribute_bucket(adadelta_mpi *m, const adadelta_dist_step *st,
-                                     const float *const *grads, int b);
+                                     const void *const *grads, int b);
 
 /* ------------------------------------------------------------ identity.c */
 int adadelta_mpi__check_identical(adadelta_mpi *m, const char *when);

@@ -15,6 +15,9 @@ void adadelta_mpi__free_plan(adadelta_mpi *m)
         m->engine->destroy(m);
     m->engine = NULL;
     free(m->voff);
+    free(m->vsize);
+    free(m->vdtype);
+    free(m->vptr);
     free(m->bounds);
     free(m->eoff);
     free(m->buckets);
@@ -23,7 +26,9 @@ void adadelta_mpi__free_plan(adadelta_mpi *m)
     free(m->flags_all);
     free(m->ostep.grads);
     free(m->ostep.reported);
-    m->voff = m->eoff = NULL;
+    m->voff = m->eoff = m->vsize = NULL;
+    m->vdtype = NULL;
+    m->vptr = NULL;
     m->bounds = m->var_bucket = NULL;
     m->buckets = NULL;
     m->flags = m->flags_all = NULL;
@@ -44,9 +49,66 @@ int adadelta_mpi__own_part(const adadelta_mpi *m, int v, int64_t *b0, int64_t *b
     int64_t lo, hi;
     if (!adadelta_mpi__portion(m, m->rank, m->voff[v], m->voff[v + 1], &lo, &hi))
         return 0;
-    *b0 = lo - m->voff[v];
-    *b1 = hi - m->voff[v];
-    return 1;
+    adadelta_mpi__elements_of(m, v, lo, hi, b0, b1);
+    return *b0 < *b1;
+}
+
+int adadelta_mpi__words_per_element(const adadelta_mpi *m, int v)
+{
+    return m->vdtype[v] == ADADELTA_F64 ? 2 : 1;
+}
+
+size_t adadelta_mpi__element_bytes(const adadelta_mpi *m, int v)
+{
+    return m->vdtype[v] == ADADELTA_F64 ? 8 : m->vdtype[v] == ADADELTA_F32 ? 4 : 2;
+}
+
+void adadelta_mpi__elements_of(const adadelta_mpi *m, int v, int64_t lo, int64_t hi, int64_t *b0,
+                               int64_t *b1)
+{
+    int w = adadelta_mpi__words_per_element(m, v);
+    *b0 = (lo - m->voff[v]) / w;
+    *b1 = (hi - m->voff[v]) / w;
+    if (*b1 > m->vsize[v]) /* the word that aligns the next variable */
+        *b1 = m->vsize[v];
+    if (*b0 > *b1)
+        *b0 = *b1;
+}
+
+void *const *adadelta_mpi__var_pointers(adadelta_mpi *m, float *flat, int v_lo, int v_hi)
+{
+    for (int v = v_lo; v < v_hi; v++)
+        m->vptr[v] = flat + m->voff[v];
+    return m->vptr;
+}
+
+/* float32 and float64 elements are their words; a 16-bit one sits in the
+ * first half of its word. */
+void adadelta_mpi__to_words(const adadelta_mpi *m, int v, int64_t b0, int64_t b1, float *flat)
+{
+    const char *data = adadelta_variable_data(m->core, v);
+    char *words = (char *)(flat + m->voff[v]);
+    size_t es = adadelta_mpi__element_bytes(m, v);
+    if (es != 2) {
+        memcpy(words + (size_t)b0 * es, data + (size_t)b0 * es, (size_t)(b1 - b0) * es);
+        return;
+    }
+    for (int64_t i = b0; i < b1; i++)
+        memcpy(words + 4 * i, data + 2 * i, 2);
+}
+
+void adadelta_mpi__from_words(const adadelta_mpi *m, int v, int64_t b0, int64_t b1,
+                              const float *flat)
+{
+    char *data = adadelta_variable_data(m->core, v);
+    const char *words = (const char *)(flat + m->voff[v]);
+    size_t es = adadelta_mpi__element_bytes(m, v);
+    if (es != 2) {
+        memcpy(data + (size_t)b0 * es, words + (size_t)b0 * es, (size_t)(b1 - b0) * es);
+        return;
+    }
+    for (int64_t i = b0; i < b1; i++)
+        memcpy(data + 2 * i, words + 4 * i, 2);
 }
 
 /* Buckets of about bucket_bytes from the last variable back, the order in
@@ -61,7 +123,7 @@ static int make_buckets(adadelta_mpi *m)
     int n = 0, hi = m->nv;
     int64_t bytes = 0;
     for (int v = m->nv - 1; v >= 0; v--) {
-        bytes += (m->voff[v + 1] - m->voff[v]) * (int64_t)sizeof(float);
+        bytes += (m->voff[v + 1] - m->voff[v]) * (int64_t)sizeof(float); /* words */
         if (bytes >= m->bucket_bytes || v == 0) {
             m->buckets[n++] = (bucket){v, hi, m->voff[v], m->voff[hi], 0, 0};
             hi = v;
@@ -92,24 +154,74 @@ static int make_flags(adadelta_mpi *m)
     return 0;
 }
 
+/* The flat layout in 4-byte words: a float32 element is one, a float64
+ * element two, a 16-bit element one (its contribution and mean are
+ * float32). With a float64 variable every variable starts at an even word
+ * (an odd float32 one is followed by a zero word), so that every cut of a
+ * range (buckets, ranks' ranges, chunks, pieces: all even) falls between
+ * whole float64 elements. */
+static int64_t word_of_element(const adadelta_mpi *m, const int64_t *elem_off, int64_t x)
+{
+    int lo = 0, hi = m->nv; /* the variable holding element x */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (elem_off[mid + 1] <= x)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo >= m->nv)
+        return m->total;
+    return m->voff[lo] + (x - elem_off[lo]) * adadelta_mpi__words_per_element(m, lo);
+}
+
 static int make_layout(adadelta_mpi *m)
 {
     adadelta *c = m->core;
     int R = m->size;
     m->nv = adadelta_num_variables(c);
-    m->total = CORE->total_elements(c);
     m->voff = calloc((size_t)m->nv + 1, sizeof *m->voff);
+    m->vsize = calloc((size_t)m->nv + 1, sizeof *m->vsize);
+    m->vdtype = calloc((size_t)m->nv + 1, sizeof *m->vdtype);
+    m->vptr = calloc((size_t)m->nv + 1, sizeof *m->vptr);
     m->bounds = calloc((size_t)R + 1, sizeof *m->bounds);
     m->eoff = calloc((size_t)R + 1, sizeof *m->eoff);
-    if (!m->voff || !m->bounds || !m->eoff)
+    int64_t *elem_off = calloc((size_t)m->nv + 1, sizeof *elem_off);
+    if (!m->voff || !m->vsize || !m->vdtype || !m->vptr || !m->bounds || !m->eoff || !elem_off) {
+        free(elem_off);
         return adadelta_mpi__fail(ADADELTA_ENOMEM, "adadelta_mpi: out of memory");
-    for (int v = 0; v <= m->nv; v++)
-        m->voff[v] = CORE->variable_offset(c, v);
+    }
+    m->any_f64 = 0;
+    for (int v = 0; v < m->nv; v++) {
+        m->vsize[v] = adadelta_variable_size(c, v);
+        m->vdtype[v] = adadelta_variable_dtype(c, v);
+        m->any_f64 |= m->vdtype[v] == ADADELTA_F64;
+        elem_off[v + 1] = CORE->variable_offset(c, v + 1);
+    }
+    int64_t at = 0;
+    for (int v = 0; v < m->nv; v++) {
+        if (m->any_f64)
+            at += at & 1;
+        m->voff[v] = at;
+        at += m->vsize[v] * adadelta_mpi__words_per_element(m, v);
+    }
+    m->total = m->voff[m->nv] = m->any_f64 ? at + (at & 1) : at;
+    if (m->any_f64 && (m->chunk & 1)) /* chunks of whole float64 elements */
+        m->chunk = m->chunk > 1 ? m->chunk - 1 : 2;
     CORE->partition(c, R, m->bounds);
     for (int r = 0; r <= R; r++)
-        m->eoff[r] = CORE->shard_offset(c, m->bounds[r]);
+        m->eoff[r] = word_of_element(m, elem_off, CORE->shard_offset(c, m->bounds[r]));
+    free(elem_off);
     int rc = make_buckets(m);
     return rc ? rc : make_flags(m);
+}
+
+static const char *first_f64_name(const adadelta_mpi *m)
+{
+    for (int v = 0; v < m->nv; v++)
+        if (m->vdtype[v] == ADADELTA_F64)
+            return adadelta_variable_name(m->core, v);
+    return "?";
 }
 
 /* Unless ADADELTA_MPI_SHM=0: the shared-memory engine when every rank is
@@ -134,7 +246,17 @@ int adadelta_mpi__ensure_ready(adadelta_mpi *m)
     int rc = adadelta_mpi__check_agreement(m);
     if (rc)
         return rc;
-    rc = adadelta_mpi__agree(m, make_layout(m));
+    rc = make_layout(m);
+    if (!rc && m->any_f64 && m->compress)
+        rc = adadelta_mpi__fail(ADADELTA_EINVAL,
+                                "adadelta_mpi: the compressed exchange (%s) takes float32 "
+                                "contributions; this optimizer has float64 variables (first: "
+                                "'%s'), whose gradients would lose their precision",
+                                m->compress == ADADELTA_MPI_COMPRESS_F16 ? "f16" : "bf16",
+                                first_f64_name(m));
+    if (!rc)
+        rc = CORE->dist_setup(m->core);
+    rc = adadelta_mpi__agree(m, rc);
     if (!rc) {
         m->engine = choose_engine(m);
         rc = adadelta_mpi__agree(m, m->engine->setup(m));

@@ -93,8 +93,9 @@ static int64_t piece_elements(const adadelta_mpi *m)
 static void part_of(const adadelta_mpi *m, int b, int j, int P, int64_t *lo, int64_t *hi)
 {
     int64_t a = m->buckets[b].lo, len = m->buckets[b].hi - a;
-    *lo = a + len * j / P;
-    *hi = a + len * (j + 1) / P;
+    int64_t al = m->any_f64 ? 2 : 1; /* between whole float64 elements */
+    *lo = a + len * j / P / al * al;
+    *hi = a + len * (j + 1) / P / al * al;
 }
 
 /* Pieces of part j over all buckets; fills e's pieces when e is given. */
@@ -301,7 +302,7 @@ static void add_node(adadelta_mpi *m, hier *e, const piece *p)
     const float *in[e->nl.local_size];
     for (int r = 0; r < e->nl.local_size; r++)
         in[r] = e->contrib[r] + p->lo;
-    adadelta_mpi__rank_order_sum(m, in, e->nl.local_size, e->mean + p->lo, p->n,
+    adadelta_mpi__rank_order_sum(m, p->lo, in, e->nl.local_size, e->mean + p->lo, p->n,
                                  e->nl.index > 0, e->nl.index == e->nl.nodes - 1);
 }
 

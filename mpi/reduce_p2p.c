@@ -194,7 +194,7 @@ static void sum_piece(adadelta_mpi *m, piece *p)
         adadelta_mpi__unpack16(m->compressing, p->recv16, p->recv, (int64_t)m->size * p->my_n);
     for (int r = 0; r < m->size; r++)
         in[r] = p->recv + (size_t)r * (size_t)p->my_n;
-    adadelta_mpi__rank_order_mean(m, in, e->mean + p->my_lo, p->my_n);
+    adadelta_mpi__rank_order_mean(m, p->my_lo, in, e->mean + p->my_lo, p->my_n);
     p->summed = 1;
     if (m->mode == ADADELTA_MPI_REPLICATED && m->compressing) {
         adadelta_mpi__pack16(m->compressing, e->mean + p->my_lo, e->mean16 + p->my_lo, p->my_n);

@@ -171,7 +171,7 @@ static void sum_bucket(adadelta_mpi *m, int b)
         const float *in[m->size];
         for (int r = 0; r < m->size; r++)
             in[r] = e->contrib[r] + a;
-        adadelta_mpi__rank_order_mean(m, in, e->mean + a, z - a);
+        adadelta_mpi__rank_order_mean(m, a, in, e->mean + a, z - a);
     }
     e->done[b] = 1;
     bump(&e->summed[b]);
@@ -247,22 +247,20 @@ static void shm_gather_variables(adadelta_mpi *m)
     for (int v = 0; v < m->nv; v++) {
         int64_t b0, b1;
         if (adadelta_mpi__own_part(m, v, &b0, &b1))
-            memcpy(e->vars + m->voff[v] + b0, (float *)adadelta_variable_data(m->core, v) + b0,
-                   (size_t)(b1 - b0) * sizeof(float));
+            adadelta_mpi__to_words(m, v, b0, b1, e->vars);
     }
     bump(e->written);
     pass(m);
     wait_for(m, e->written, (uint64_t)m->size * (uint64_t)(e->gathers + 1),
              "the gather of the variables (shared memory)");
     for (int v = 0; v < m->nv; v++) {
-        int64_t b0 = 0, b1 = 0, n = m->voff[v + 1] - m->voff[v];
-        float *data = adadelta_variable_data(m->core, v);
+        int64_t b0 = 0, b1 = 0, n = m->vsize[v];
         if (!adadelta_mpi__own_part(m, v, &b0, &b1))
             b0 = b1 = 0;
         if (b0 > 0)
-            memcpy(data, e->vars + m->voff[v], (size_t)b0 * sizeof(float));
+            adadelta_mpi__from_words(m, v, 0, b0, e->vars);
         if (n > b1)
-            memcpy(data + b1, e->vars + m->voff[v] + b1, (size_t)(n - b1) * sizeof(float));
+            adadelta_mpi__from_words(m, v, b1, n, e->vars);
     }
     bump(e->read);
     e->gathers++;

@@ -36,6 +36,7 @@ typedef struct save {
     char *tmp;                /* the temporary file (rank 0, or every writer) */
     adadelta_st_piece *pieces;
     int n_pieces;
+    uint16_t *acc16;          /* the 16-bit accumulators' mean */
 } save;
 
 static int slot_sharded(const adadelta_mpi *m, const adadelta_state_tensor *t)
@@ -47,8 +48,25 @@ static int slot_sharded(const adadelta_mpi *m, const adadelta_state_tensor *t)
 /* The file holds the accumulators' mean over the ranks (summed in rank
  * order): the accumulator of the mean gradients Keras would hold. Each
  * rank has it on its own range at least; the list's accumulators point
- * there. */
-static void point_at_mean(adadelta_mpi *m, adadelta_state_list *l)
+ * there. A 16-bit accumulator is summed as float32 and its mean rounded to
+ * its dtype into acc16 (acc16_bytes of them). */
+static int kind16(adadelta_st_dtype d)
+{
+    return d == ADADELTA_ST_F16    ? ADADELTA_MPI_COMPRESS_F16
+           : d == ADADELTA_ST_BF16 ? ADADELTA_MPI_COMPRESS_BF16
+                                   : 0;
+}
+
+static size_t acc16_bytes(const adadelta_state_list *l)
+{
+    size_t n = 0;
+    for (int i = 0; i < l->n; i++)
+        if (l->t[i].slot == ADADELTA_SLOT_GRADIENT_ACCUMULATOR && kind16(l->t[i].dtype))
+            n += (size_t)l->t[i].numel * 2;
+    return n;
+}
+
+static void point_at_mean(adadelta_mpi *m, adadelta_state_list *l, uint16_t *acc16)
 {
     int any = 0;
     for (int i = 0; i < l->n; i++)
@@ -58,13 +76,27 @@ static void point_at_mean(adadelta_mpi *m, adadelta_state_list *l)
     float *send = adadelta_mpi__begin_reduction(m);
     for (int i = 0; i < l->n; i++) {
         const adadelta_state_tensor *t = &l->t[i];
-        if (t->slot == ADADELTA_SLOT_GRADIENT_ACCUMULATOR && t->numel)
-            memcpy(send + m->voff[t->var], t->data, (size_t)t->numel * sizeof(float));
+        if (t->slot != ADADELTA_SLOT_GRADIENT_ACCUMULATOR || !t->numel)
+            continue;
+        if (kind16(t->dtype))
+            adadelta_mpi__unpack16(kind16(t->dtype), t->data, send + m->voff[t->var], t->numel);
+        else
+            memcpy(send + m->voff[t->var], t->data,
+                   (size_t)t->numel * adadelta_st_dtype_size(t->dtype));
     }
     float *mean = adadelta_mpi__end_reduction(m);
-    for (int i = 0; i < l->n; i++)
-        if (l->t[i].slot == ADADELTA_SLOT_GRADIENT_ACCUMULATOR)
-            l->t[i].data = mean + m->voff[l->t[i].var];
+    for (int i = 0; i < l->n; i++) {
+        adadelta_state_tensor *t = &l->t[i];
+        if (t->slot != ADADELTA_SLOT_GRADIENT_ACCUMULATOR)
+            continue;
+        if (kind16(t->dtype)) {
+            adadelta_mpi__pack16(kind16(t->dtype), mean + m->voff[t->var], acc16, t->numel);
+            t->data = acc16;
+            acc16 += t->numel;
+        } else {
+            t->data = mean + m->voff[t->var];
+        }
+    }
 }
 
 /* Whether this rank holds all of tensor t (else only its own range). */
@@ -80,8 +112,7 @@ static void range_of(const adadelta_mpi *m, int r, const adadelta_state_tensor *
 {
     int64_t lo, hi;
     if (adadelta_mpi__portion(m, r, m->voff[t->var], m->voff[t->var + 1], &lo, &hi)) {
-        *b0 = lo - m->voff[t->var];
-        *b1 = hi - m->voff[t->var];
+        adadelta_mpi__elements_of(m, t->var, lo, hi, b0, b1);
     } else {
         *b0 = *b1 = 0;
     }
@@ -382,10 +413,11 @@ static int save_impl(adadelta_mpi *m, const char *path, int each_writes, const c
         rc = adadelta_mpi__fail(ADADELTA_EINVAL, "%s: path is NULL", what);
     else if (!(rc = CORE->state_list(m->core, 1, &s.l)) &&
              !(rc = CORE->state_plan(m->core, &s.l, &s.lay)) &&
-             !(s.pieces = calloc((size_t)s.l.n + 2, sizeof *s.pieces)))
+             (!(s.pieces = calloc((size_t)s.l.n + 2, sizeof *s.pieces)) ||
+              (acc16_bytes(&s.l) && !(s.acc16 = malloc(acc16_bytes(&s.l))))))
         rc = adadelta_mpi__fail(ADADELTA_ENOMEM, "%s: out of memory", what);
     if (!(rc = adadelta_mpi__agree(m, rc))) {
-        point_at_mean(m, &s.l);
+        point_at_mean(m, &s.l, s.acc16);
         int shared = 0;
         if (each_writes)
             rc = save_whole(&s, 1);
@@ -397,6 +429,7 @@ static int save_impl(adadelta_mpi *m, const char *path, int each_writes, const c
     else if (s.fd >= 0)
         close(s.fd);
     free(s.pieces);
+    free(s.acc16);
     if (s.l.t)
         CORE->state_free(&s.l);
     adadelta_st_layout_free(&s.lay);

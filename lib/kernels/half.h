@@ -11,7 +11,8 @@
  *
  * Everything is integer and float32 arithmetic with selects, no table and no
  * branch, so the loops that use it vectorise on every instruction set and
- * give the same bits on each. Included by step.c only. */
+ * give the same bits on each. Included by step.c, and for its rounding of
+ * constants by step_params.c and dist_half.c. */
 #ifndef ADADELTA_HALF_H
 #define ADADELTA_HALF_H
 

@@ -52,8 +52,9 @@ typedef struct adadelta_step_params_f64 {
     ADADELTA_STEP_PARAMS_FIELDS(double)
 } adadelta_step_params_f64;
 
-/* The loops of one dtype T with its params P. */
-#define ADADELTA_KERNEL_SET(T, P)                                             \
+/* The loops of one dtype T with its params P; W is the type the MPI layer
+ * reduces its gradients in (T, float for the 16-bit dtypes). */
+#define ADADELTA_KERNEL_SET(T, W, P)                                          \
     struct {                                                                  \
         /* The fused step over n elements: gradient preparation, clipping,  \
          * weight decay, Adadelta, EMA, in Keras's order; one pass over      \
@@ -68,9 +69,14 @@ typedef struct adadelta_step_params_f64 {
         /* acc = g / divisor + acc (divide only if p->divide). */            \
         void (*accumulate)(const P *p, int64_t n, const T *restrict grad,     \
                            T *restrict acc);                                  \
-        /* out = prepared gradient (divide and accumulate as in p). */       \
+        /* out = prepared gradient (divide and accumulate as in p), in W:  \
+         * a 16-bit one is float32 when p->wide_grad. */                     \
         void (*prepare)(const P *p, int64_t n, const T *restrict grad,        \
-                        const T *restrict acc, T *restrict out);              \
+                        const T *restrict acc, W *restrict out);              \
+        /* out = the gradient update_step uses, from a reduced mean in W:    \
+         * rounded to T (unless p->wide_grad), divided, clipped, cast. */    \
+        void (*narrow)(const P *p, int64_t n, const W *restrict mean,         \
+                       T *restrict out);                                      \
         /* The same in place: g = prepared g. */                             \
         void (*prepare_inplace)(const P *p, int64_t n, T *restrict g,         \
                                 const T *restrict acc);                       \
@@ -82,11 +88,11 @@ typedef struct adadelta_step_params_f64 {
 
 typedef struct adadelta_kernels {
     const char *name; /* "avx512fp16", "avx512f", "avx2", "default" */
-    ADADELTA_KERNEL_SET(float, adadelta_step_params) f32;
-    ADADELTA_KERNEL_SET(double, adadelta_step_params_f64) f64;
+    ADADELTA_KERNEL_SET(float, float, adadelta_step_params) f32;
+    ADADELTA_KERNEL_SET(double, double, adadelta_step_params_f64) f64;
     /* float16 and bfloat16, as their bits */
-    ADADELTA_KERNEL_SET(uint16_t, adadelta_step_params) f16;
-    ADADELTA_KERNEL_SET(uint16_t, adadelta_step_params) bf16;
+    ADADELTA_KERNEL_SET(uint16_t, float, adadelta_step_params) f16;
+    ADADELTA_KERNEL_SET(uint16_t, float, adadelta_step_params) bf16;
 } adadelta_kernels;
 
 /* One table per instruction set compiled in (step.c). */

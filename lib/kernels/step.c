@@ -44,6 +44,7 @@
 #define RN_WIDE(d) ((float)(d))
 #define SQRT sqrtf
 #define FN(name) KERNEL(CAT(name, _f32))
+#define WORD float
 #include "step_body.h"
 #undef ELEM
 #undef REAL
@@ -58,7 +59,10 @@
 #define RN_WIDE(d) (d)
 #define SQRT sqrt
 #define FN(name) KERNEL(CAT(name, _f64))
+#undef WORD
+#define WORD double
 #include "step_body.h"
+#undef WORD
 #undef ELEM
 #undef REAL
 #undef PARAMS
@@ -73,6 +77,7 @@
 #define REAL float
 #define PARAMS adadelta_step_params
 #define SQRT sqrtf
+#define WORD float
 
 #define LD f16_widen
 #define ST f16_narrow
@@ -143,6 +148,7 @@ static inline __attribute__((always_inline)) uint16_t fp16_store(_Float16 h)
 #undef RN_WIDE
 #undef SQRT
 #undef FN
+#undef WORD
 #pragma GCC diagnostic pop
 
 static void KERNEL(step_f16hw)(const adadelta_step_params *p, int64_t n, uint16_t *restrict var,
@@ -159,18 +165,19 @@ static void KERNEL(step_f16hw)(const adadelta_step_params *p, int64_t n, uint16_
 #define KERNEL_SET_F16                                                        \
     {                                                                         \
         KERNEL(step_f16hw), KERNEL(sum_squares_f16), KERNEL(accumulate_f16),  \
-            KERNEL(prepare_f16), KERNEL(prepare_inplace_f16), KERNEL(ema_f16native), \
-            KERNEL(all_finite_f16)                                            \
+            KERNEL(prepare_f16), KERNEL(narrow_f16), KERNEL(prepare_inplace_f16), \
+            KERNEL(ema_f16native), KERNEL(all_finite_f16)                     \
     }
 #else
+#undef WORD
 #define KERNEL_SET_F16 KERNEL_SET(f16)
 #endif
 
 #define KERNEL_SET(sfx)                                                       \
     {                                                                         \
         KERNEL(step_##sfx), KERNEL(sum_squares_##sfx), KERNEL(accumulate_##sfx), \
-            KERNEL(prepare_##sfx), KERNEL(prepare_inplace_##sfx), KERNEL(ema_##sfx), \
-            KERNEL(all_finite_##sfx)                                          \
+            KERNEL(prepare_##sfx), KERNEL(narrow_##sfx), KERNEL(prepare_inplace_##sfx), \
+            KERNEL(ema_##sfx), KERNEL(all_finite_##sfx)                       \
     }
 
 const adadelta_kernels KERNEL(adadelta__kernels) = {

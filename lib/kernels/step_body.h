@@ -8,6 +8,7 @@
  *   RN_WIDE(d) a double rounded once to the dtype
  *   SQRT       REAL's correctly rounded square root (sqrtf, sqrt)
  *   FN(name)   the function's name for this dtype and instruction set
+ *   WORD       the type the MPI layer reduces gradients in (float, double)
  * Every operation is rounded to the dtype, as Keras computes each op in the
  * variable's dtype; where Keras computes in float32 instead (a 16-bit
  * gradient inside LossScaleOptimizer: p->wide_grad; a clip in float32:
@@ -170,15 +171,36 @@ static void FN(accumulate)(const PARAMS *p, int64_t n, const ELEM *restrict grad
     }
 }
 
-/* out = prepared gradient (in the dtype: the MPI layer's contribution) */
+/* out = prepared gradient, the MPI layer's contribution: in the dtype (a
+ * value of it in float32 for the 16-bit ones), or float32 where Keras
+ * computes it in float32 (p->wide_grad). */
 static void FN(prepare)(const PARAMS *p, int64_t n, const ELEM *restrict grad,
-                        const ELEM *restrict acc, ELEM *restrict out)
+                        const ELEM *restrict acc, WORD *restrict out)
 {
     const int divide = p->divide != 0, accumulate = p->accumulate != 0;
 #pragma omp simd
     for (int64_t i = 0; i < n; i++)
-        out[i] = ST(RN(FN(prepare1)(LD(grad[i]), accumulate ? LD(acc[i]) : (REAL)0, divide,
-                                    p->divisor, accumulate, p->steps, p->wide_grad)));
+        out[i] = (WORD)FN(prepare1)(LD(grad[i]), accumulate ? LD(acc[i]) : (REAL)0, divide,
+                                    p->divisor, accumulate, p->steps, p->wide_grad);
+}
+
+/* The gradient update_step casts, from the mean of the contributions: the
+ * mean of gradients of the dtype is rounded to it (a float32 one is kept),
+ * then divided (p->divide: by the accumulation steps) and clipped as the
+ * fused step would, and cast to the dtype. The step then runs on it
+ * without divide or clip. */
+static void FN(narrow)(const PARAMS *p, int64_t n, const WORD *restrict mean,
+                       ELEM *restrict out)
+{
+    const int divide = p->divide != 0, wide = p->wide_grad, mode = p->clip & 7;
+    const REAL divisor = p->divisor, ca = p->clip_a, cb = p->clip_b;
+    const double wide_scale = p->clip_wide;
+    for (int64_t i = 0; i < n; i++) {
+        REAL g = RN_IF((REAL)mean[i], wide);
+        g = FN(prepare1)(g, (REAL)0, divide, divisor, 0, (REAL)1, wide);
+        g = FN(clip1)(g, mode, ca, cb, wide_scale, p->wide_clip);
+        out[i] = ST(RN(g));
+    }
 }
 
 /* The same in place: g = prepared g (a gradient already in the buffer the

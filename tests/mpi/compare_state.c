@@ -6,18 +6,34 @@
  * compare_state GOT EXPECTED [RTOL ATOL] - the conformance comparison
  * (conformance/README.md): every tensor of EXPECTED must be in GOT with the
  * same dtype and shape (a scalar may be [] or [1]) and |got - exp| <= rtol * (|exp| + atol / rtol)
- * element-wise (NaN matches NaN); integer tensors must be equal. Extra
+ * element-wise (NaN matches NaN; RTOL = ATOL = 0: the same number, sign
+ * included, in float16, bfloat16, float32 or float64); integer tensors
+ * must be equal. Extra
  * tensors in GOT are fine. Exit 0 if all match, 1 otherwise, 99 on a
  * broken file. Not an MPI program. */
 #include "safetensors.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static double value(const adadelta_st_tensor *t, int64_t i)
 {
+    if (t->dtype == ADADELTA_ST_F16) {
+        _Float16 h;
+        memcpy(&h, t->data + 2 * i, 2);
+        return (double)h;
+    }
+    if (t->dtype == ADADELTA_ST_BF16) { /* the top half of a float32 */
+        uint16_t b;
+        memcpy(&b, t->data + 2 * i, 2);
+        uint32_t u = (uint32_t)b << 16;
+        float f;
+        memcpy(&f, &u, 4);
+        return f;
+    }
     if (t->dtype == ADADELTA_ST_F32) {
         float f;
         memcpy(&f, t->data + 4 * i, 4);
@@ -119,7 +135,9 @@ int main(int argc, char **argv)
             if (isnan(x) && isnan(y))
                 continue;
             double err = fabs(x - y), lim = rtol * (fabs(y) + atol / rtol);
-            if (!(err <= lim)) {
+            /* rtol = atol = 0: the same number, sign included */
+            int ok = rtol == 0 && atol == 0 ? x == y && signbit(x) == signbit(y) : err <= lim;
+            if (!ok) {
                 if (!off++)
                     fprintf(stderr, "%s[%lld]: got %.9g expected %.9g\n", e->name,
                             (long long)k, x, y);

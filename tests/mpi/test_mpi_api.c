@@ -416,54 +416,6 @@ static void test_mode_mismatch(void **state)
     AGREE(strstr(adadelta_mpi_last_error(), "rank 0: ") != NULL);
 }
 
-/* The layer's buffers are float32: a float64 (float16, bfloat16) variable
- * is refused where it is added (a local call, the same on every rank) and
- * when a core holding one is wrapped (collective: one status everywhere),
- * naming it. */
-static void test_float64_variables_are_refused(void **state)
-{
-    (void)state;
-    adadelta_config cfg;
-    adadelta_config_default(&cfg);
-    adadelta_mpi *o = NULL;
-    AGREE(adadelta_mpi_create(MPI_COMM_WORLD, &cfg, ADADELTA_MPI_REPLICATED, &o) == 0);
-    double w[4] = {0};
-    int64_t shape[1] = {4};
-    int rc = adadelta_mpi_add_variable(o, "dense/w64", ADADELTA_F64, w, 1, shape);
-    AGREE(rc == ADADELTA_EINVAL);
-    AGREE(strstr(adadelta_mpi_last_error(), "'dense/w64'") != NULL &&
-          strstr(adadelta_mpi_last_error(), "ADADELTA_F64") != NULL);
-    AGREE(adadelta_num_variables(adadelta_mpi_core(o)) == 0);
-    adadelta_mpi_destroy(o);
-
-    adadelta *core = NULL;
-    AGREE(adadelta_create(&cfg, &core) == 0);
-    AGREE(adadelta_add_variable(core, "dense/w64", ADADELTA_F64, w, 1, shape) == 0);
-    rc = adadelta_mpi_wrap(MPI_COMM_WORLD, core, ADADELTA_MPI_SHARDED, &o);
-    AGREE(rc == ADADELTA_EINVAL && o == NULL);
-    AGREE(strstr(adadelta_mpi_last_error(), "dense/w64") != NULL &&
-          strstr(adadelta_mpi_last_error(), "float64") != NULL);
-    adadelta_destroy(core); /* a refused wrap leaves the core to its owner */
-
-    const adadelta_dtype half[2] = {ADADELTA_F16, ADADELTA_BF16};
-    const char *half_names[2] = {"float16", "bfloat16"};
-    uint16_t h[4] = {0};
-    for (int k = 0; k < 2; k++) {
-        AGREE(adadelta_mpi_create(MPI_COMM_WORLD, &cfg, ADADELTA_MPI_REPLICATED, &o) == 0);
-        AGREE(adadelta_mpi_add_variable(o, "dense/h", half[k], h, 1, shape) == ADADELTA_EINVAL);
-        AGREE(strstr(adadelta_mpi_last_error(), half_names[k]) != NULL);
-        AGREE(adadelta_num_variables(adadelta_mpi_core(o)) == 0);
-        adadelta_mpi_destroy(o);
-        AGREE(adadelta_create(&cfg, &core) == 0);
-        AGREE(adadelta_add_variable(core, "dense/h", half[k], h, 1, shape) == 0);
-        AGREE(adadelta_mpi_wrap(MPI_COMM_WORLD, core, ADADELTA_MPI_REPLICATED, &o) ==
-                  ADADELTA_EINVAL &&
-              o == NULL);
-        AGREE(strstr(adadelta_mpi_last_error(), half_names[k]) != NULL);
-        adadelta_destroy(core);
-    }
-}
-
 static void test_presence_mismatch(void **state)
 {
     (void)state;
@@ -557,7 +509,6 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_variables_mismatch),
         cmocka_unit_test(test_mode_mismatch),
         cmocka_unit_test(test_presence_mismatch),
-        cmocka_unit_test(test_float64_variables_are_refused),
         cmocka_unit_test(test_divergence_detected),
         cmocka_unit_test(test_learning_rate_change),
     };
