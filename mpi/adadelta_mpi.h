@@ -20,8 +20,11 @@
  * return the same status on every rank (add_variable, exclude, set_threads
  * and the getters are local; exclude only before the first apply). Thread safety as
  * adadelta.h: one optimizer per thread at a time, and MPI must allow the
- * calling thread. Limits: float32 variables; any number of elements (MPI
- * calls are cut into chunks whose int counts fit).
+ * calling thread. Variables of every dtype (float32, float64, float16,
+ * bfloat16; mixable): each rank's contribution is summed in rank order in
+ * float64 for a float64 variable, in float32 otherwise (a 16-bit mean is
+ * then rounded to its dtype; README's MPI section). Any number of elements
+ * (MPI calls are cut into chunks whose int counts fit).
  */
 #ifndef ADADELTA_MPI_H
 #define ADADELTA_MPI_H
@@ -130,7 +133,8 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_end_step(adadelta_mpi *opt);
  * gradients. The buffer lives in the reduction engine (a shared-memory
  * window on one node); its contents are consumed by the step and are
  * undefined after a step, a save or a load. NULL with the last error set
- * for a bad index. The first call makes the plan (as the first step does)
+ * for a bad index, and for a float16 or bfloat16 variable (its buffer holds
+ * float32 words: pass its gradient itself). The first call makes the plan (as the first step does)
  * and is collective: make it on every rank. */
 ADADELTA_MPI_EXTERN void *adadelta_mpi_gradient_buffer(adadelta_mpi *opt, int index);
 
@@ -155,7 +159,9 @@ ADADELTA_MPI_EXTERN int adadelta_mpi_set_timeout(adadelta_mpi *opt, double secon
  * with the same bits, but they are not Keras's: off by default. float16
  * turns values beyond +-65504 into +-Inf (the finite check looks at the
  * gradients before the rounding); bfloat16 keeps float32's range with 8
- * bits of precision. Checkpoints (the accumulators' mean) stay exact. Before
+ * bits of precision. Checkpoints (the accumulators' mean) stay exact. With
+ * a float64 variable the first step refuses it (ADADELTA_EINVAL on every
+ * rank): its gradients would lose their precision. Before
  * the first step. Local; every rank must set the same (the first step fails
  * with ADADELTA_EMISMATCH on every rank otherwise).
  * ADADELTA_MPI_COMPRESSION=none|bf16|f16 in the environment sets the

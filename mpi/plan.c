@@ -216,14 +216,6 @@ static int make_layout(adadelta_mpi *m)
     return rc ? rc : make_flags(m);
 }
 
-static const char *first_f64_name(const adadelta_mpi *m)
-{
-    for (int v = 0; v < m->nv; v++)
-        if (m->vdtype[v] == ADADELTA_F64)
-            return adadelta_variable_name(m->core, v);
-    return "?";
-}
-
 /* Unless ADADELTA_MPI_SHM=0: the shared-memory engine when every rank is
  * on one node, the hierarchical one when the ranks fill several nodes in
  * blocks of consecutive ranks; else MPI collectives. Collective: the
@@ -246,14 +238,17 @@ int adadelta_mpi__ensure_ready(adadelta_mpi *m)
     int rc = adadelta_mpi__check_agreement(m);
     if (rc)
         return rc;
+    /* the ranks agree on the compression and the dtypes: the same answer
+     * everywhere, without an exchange */
+    for (int v = 0; m->compress && v < adadelta_num_variables(m->core); v++)
+        if (adadelta_variable_dtype(m->core, v) == ADADELTA_F64)
+            return adadelta_mpi__fail(ADADELTA_EINVAL,
+                                      "adadelta_mpi: the compressed exchange (%s) takes float32 "
+                                      "contributions; variable '%s' is float64, whose gradients "
+                                      "would lose their precision",
+                                      m->compress == ADADELTA_MPI_COMPRESS_F16 ? "f16" : "bf16",
+                                      adadelta_variable_name(m->core, v));
     rc = make_layout(m);
-    if (!rc && m->any_f64 && m->compress)
-        rc = adadelta_mpi__fail(ADADELTA_EINVAL,
-                                "adadelta_mpi: the compressed exchange (%s) takes float32 "
-                                "contributions; this optimizer has float64 variables (first: "
-                                "'%s'), whose gradients would lose their precision",
-                                m->compress == ADADELTA_MPI_COMPRESS_F16 ? "f16" : "bf16",
-                                first_f64_name(m));
     if (!rc)
         rc = CORE->dist_setup(m->core);
     rc = adadelta_mpi__agree(m, rc);
@@ -261,15 +256,18 @@ int adadelta_mpi__ensure_ready(adadelta_mpi *m)
         m->engine = choose_engine(m);
         rc = adadelta_mpi__agree(m, m->engine->setup(m));
     }
-    if (!rc && m->mode == ADADELTA_MPI_SHARDED)
-        /* The core keeps the owned part of state it already holds (a
-         * resumed core) and frees the rest. */
-        rc = CORE->own_shards(m->core, m->bounds[m->rank], m->bounds[m->rank + 1]);
-    else if (!rc)
-        /* Allocate the slots here, where a failure is agreed, not in the
-         * first step between collectives. */
-        rc = adadelta_build(m->core);
-    if ((rc = adadelta_mpi__agree(m, rc))) {
+    if (!rc) {
+        if (m->mode == ADADELTA_MPI_SHARDED)
+            /* The core keeps the owned part of state it already holds (a
+             * resumed core) and frees the rest. */
+            rc = CORE->own_shards(m->core, m->bounds[m->rank], m->bounds[m->rank + 1]);
+        else
+            /* Allocate the slots here, where a failure is agreed, not in
+             * the first step between collectives. */
+            rc = adadelta_build(m->core);
+        rc = adadelta_mpi__agree(m, rc);
+    }
+    if (rc) {
         adadelta_mpi__free_plan(m);
         return rc;
     }

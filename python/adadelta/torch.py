@@ -16,9 +16,8 @@ has a gradient raises ValueError, as Keras's apply does. With the same
 learning rate, rho and epsilon and none of the extras, the step is
 mathematically PyTorch's ``torch.optim.Adadelta(foreach=False)``.
 
-Parameters: CPU tensors, contiguous, float32 or float64 (float16 and
-bfloat16 are passed to the C library, which refuses them until it supports
-them). The C library updates the parameters' memory in place and reads the
+Parameters: CPU tensors, contiguous, float32, float64, float16 or bfloat16
+(each stepped in its own dtype, as Keras does). The C library updates the parameters' memory in place and reads the
 gradients where they lie (no copy). ``params`` may also be
 ``model.named_parameters()`` (the names are then Keras's variable names, used
 by ``exclude_from_weight_decay(var_names=...)`` and in the saved state).
