@@ -99,6 +99,51 @@ def test_numpy_equals_one_process_on_the_mean_gradient(mode, overlap):
     opt.close()
 
 
+DTYPES = [np.float64, np.float16, np.float32]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_numpy_float64_float16_variables(mode):
+    """float64, float16 and float32 variables in one optimizer: each rank's
+    gradient in its variable's dtype; one process stepping with the mean
+    (float64 for float64, float32 rounded to float16 for float16, numpy's
+    arithmetic) gives the same bits."""
+    steps = 6
+
+    def cast(arrays):
+        return [None if a is None else a.astype(t) for a, t in zip(arrays, DTYPES)]
+
+    vs = cast(initial())
+    opt = adadelta.mpi.Adadelta(comm=COMM, mode=mode, **KW)
+    opt.exclude_from_weight_decay(var_names=["bias"])
+    opt.build(vs, NAMES)
+    for k in range(steps):
+        opt.apply(cast(local_grads(k, R)))
+    opt.finalize_variable_values()
+    assert identical_on_ranks(vs)
+
+    ref = cast(initial())
+    one = adadelta.Adadelta(**KW)
+    one.exclude_from_weight_decay(var_names=["bias"])
+    one.build(ref, NAMES)
+    for k in range(steps):
+        g0, g1 = cast(local_grads(k, 0)), cast(local_grads(k, 1))
+        mean = []
+        for a, b, t in zip(g0, g1, DTYPES):
+            if a is None:
+                mean.append(None)
+            elif t == np.float64:
+                mean.append((a + b) / 2.0)
+            else:
+                s = (a.astype(np.float32) + b.astype(np.float32)) / np.float32(2)
+                mean.append(s.astype(t))
+        one.apply(mean)
+    one.finalize_variable_values()
+    for a, b in zip(vs, ref):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    opt.close()
+
+
 def to_16(x, kind):
     """x rounded to bfloat16 (through torch's conversion) or float16 (numpy's),
     back in float32: conversions independent of the library's."""
