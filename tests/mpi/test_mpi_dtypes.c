@@ -6,7 +6,7 @@
  * step with every op rounded to the variable's dtype. The variables span
  * several shards and the ranks' ranges; an odd float32 variable precedes a
  * float64 one (the layout's alignment). Also: both modes and engines, the
- * zero-copy buffer of a float64 variable, the refusals (a 16-bit variable's
+ * zero-copy buffer of a float64 variable, the overlapped step in buckets, the refusals (a 16-bit variable's
  * buffer, compression with float64 variables, ranks disagreeing on a
  * dtype), and a checkpoint across modes. */
 #include "mpi_harness.h"
@@ -189,10 +189,14 @@ static adadelta_mpi *make_dtypes(adadelta_mpi_mode mode, vars *x, int mismatch)
     return o;
 }
 
-/* Calls [from, to) with this rank's gradients; zero_copy: the float64
- * gradients written into the layer's buffers. */
-static int steps(adadelta_mpi *o, int from, int to, int zero_copy)
+enum { PLAIN = 0, ZERO_COPY = 1, OVERLAP = 2 };
+
+/* Calls [from, to) with this rank's gradients; ZERO_COPY: the float64
+ * gradients written into the layer's buffers; OVERLAP: through begin_step,
+ * grad_ready from the last variable back, end_step. */
+static int steps(adadelta_mpi *o, int from, int to, int how)
 {
+    int zero_copy = how == ZERO_COPY;
     void *g[NVAR];
     for (int v = 0; v < NVAR; v++)
         g[v] = malloc((size_t)vsizes[v] * esize(vtypes[v]));
@@ -207,7 +211,15 @@ static int steps(adadelta_mpi *o, int from, int to, int zero_copy)
                 store(vtypes[v], dst, i, gradient(me, k, v, i));
             gp[v] = dst;
         }
-        rc = adadelta_mpi_apply(o, gp);
+        if (how != OVERLAP) {
+            rc = adadelta_mpi_apply(o, gp);
+            continue;
+        }
+        rc = adadelta_mpi_begin_step(o);
+        for (int v = NVAR - 1; v >= 0 && !rc; v--)
+            rc = adadelta_mpi_grad_ready(o, v, gp[v]);
+        int end = adadelta_mpi_end_step(o);
+        rc = rc ? rc : end;
     }
     for (int v = 0; v < NVAR; v++)
         free(g[v]);
@@ -231,13 +243,15 @@ static void test_every_dtype_matches_reference(void **state)
     const engine_env engines[2] = {{"1", NULL, NULL, NULL}, {"0", "5", NULL, "p2p"}};
     for (int e = 0; e < 2; e++)
         for (int mode = 0; mode < 2; mode++)
-            for (int zero_copy = 0; zero_copy < 2; zero_copy++) {
+            for (int how = PLAIN; how <= OVERLAP; how++) {
                 engine_env_begin(&engines[e]);
                 vars x;
                 vars_init(&x);
                 adadelta_mpi *o = make_dtypes((adadelta_mpi_mode)mode, &x, 0);
                 AGREE(o != NULL);
-                AGREE(steps(o, 0, CALLS, zero_copy) == 0);
+                if (how == OVERLAP) /* several buckets */
+                    AGREE(adadelta_mpi_set_bucket_bytes(o, 30000) == 0);
+                AGREE(steps(o, 0, CALLS, how) == 0);
                 if (engines[e].want)
                     AGREE(!strcmp(adadelta_mpi_engine(o), engines[e].want));
                 AGREE(same_as(&x, &want));
