@@ -83,32 +83,34 @@ void *const *adadelta_mpi__var_pointers(adadelta_mpi *m, float *flat, int v_lo, 
 }
 
 /* float32 and float64 elements are their words; a 16-bit one sits in the
- * first half of its word. */
-void adadelta_mpi__to_words(const adadelta_mpi *m, int v, int64_t b0, int64_t b1, float *flat)
+ * first half of its word. to_words: data -> flat, else flat -> data. */
+static void copy_words(const adadelta_mpi *m, int v, int64_t b0, int64_t b1, char *flat,
+                       int to_words)
 {
-    const char *data = adadelta_variable_data(m->core, v);
-    char *words = (char *)(flat + m->voff[v]);
-    size_t es = adadelta_mpi__element_bytes(m, v);
-    if (es != 2) {
-        memcpy(words + (size_t)b0 * es, data + (size_t)b0 * es, (size_t)(b1 - b0) * es);
+    char *data = adadelta_variable_data(m->core, v);
+    char *words = flat + 4 * (size_t)m->voff[v];
+    size_t es = adadelta_mpi__element_bytes(m, v), ws = es == 2 ? 4 : es;
+    if (es == ws) { /* contiguous */
+        b1 -= b0;
+        b0 *= (int64_t)es;
+        memcpy(to_words ? words + b0 : data + b0, to_words ? data + b0 : words + b0,
+               (size_t)b1 * es);
         return;
     }
     for (int64_t i = b0; i < b1; i++)
-        memcpy(words + 4 * i, data + 2 * i, 2);
+        memcpy(to_words ? words + ws * i : data + es * i, to_words ? data + es * i : words + ws * i,
+               es);
+}
+
+void adadelta_mpi__to_words(const adadelta_mpi *m, int v, int64_t b0, int64_t b1, float *flat)
+{
+    copy_words(m, v, b0, b1, (char *)flat, 1);
 }
 
 void adadelta_mpi__from_words(const adadelta_mpi *m, int v, int64_t b0, int64_t b1,
                               const float *flat)
 {
-    char *data = adadelta_variable_data(m->core, v);
-    const char *words = (const char *)(flat + m->voff[v]);
-    size_t es = adadelta_mpi__element_bytes(m, v);
-    if (es != 2) {
-        memcpy(data + (size_t)b0 * es, words + (size_t)b0 * es, (size_t)(b1 - b0) * es);
-        return;
-    }
-    for (int64_t i = b0; i < b1; i++)
-        memcpy(data + 2 * i, words + 4 * i, 2);
+    copy_words(m, v, b0, b1, (char *)flat, 0);
 }
 
 /* Buckets of about bucket_bytes from the last variable back, the order in

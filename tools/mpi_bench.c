@@ -7,6 +7,7 @@
  *       [--warmup W] [--mode replicated|sharded|both]
  *       [--features plain|weight_decay|global_clipnorm|ema|all]
  *       [--layers L] [--no-overlap] [--bucket-bytes B] [--compression bf16|f16]
+ *       [--dtype f32|f64|f16|bf16]
  *
  * For each size (N = 2^A ... 2^B elements per tensor, or the one N) rank 0
  * prints one JSON line per mode with
@@ -40,6 +41,11 @@
  *   blocking_comm_seconds   blocking step time minus the compute
  *   exposed_comm_seconds    overlapped step time minus the compute.
  * Gradients differ between ranks; variables start the same on every rank.
+ * --dtype: the variables' dtype (default f32; the lines then carry "dtype").
+ * The bare allreduce and the shared-memory limit reduce what the layer does:
+ * float64 values for f64, float32 ones for f32 and the 16-bit dtypes (whose
+ * contributions are float32); a 16-bit variable has no zero-copy buffer, so
+ * its zero-copy fields are -1.
  *
  * With --checkpoint [--elements N] [--mode ...] [--rounds K] [--dir D]
  * [--buffer-bytes B]: save and load instead (mpi_bench_checkpoint.c). */
@@ -71,12 +77,19 @@ typedef struct {
     int layers, overlap;
     int64_t bucket_bytes; /* 0: the layer's default */
     int compression;      /* adadelta_mpi_compression of the extra method */
+    const char *dtype;    /* --dtype: f32, f64, f16, bf16 */
     int checkpoint;       /* --checkpoint */
     const char *dir;
     int64_t buffer_bytes;
 } options;
 
 static int rank, nranks;
+/* --dtype: the variables' dtype, its element bytes, and whether the layer
+ * reduces it in float64 (else float32) */
+static adadelta_dtype vdtype = ADADELTA_F32;
+static size_t esize = 4;
+static int wide_sum;
+static int has_buffer = 1; /* adadelta_mpi_gradient_buffer serves it */
 
 static void fail(const char *fmt, const char *arg)
 {
@@ -115,19 +128,46 @@ static int64_t parse_int(const char *flag, const char *s, int64_t lo, int64_t hi
     return v;
 }
 
-/* One block of n floats: variables (the same on all ranks) or gradients
- * (per rank). */
-static float *alloc_block(int64_t n, int threads, int grad)
+/* x in the element type of dtype at p[i] (16-bit: rounded to nearest) */
+static void put(adadelta_dtype d, void *p, int64_t i, float x)
 {
-    size_t bytes = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
-    float *p = must(aligned_alloc(64, bytes ? bytes : 64));
+    if (d == ADADELTA_F64) {
+        ((double *)p)[i] = x;
+    } else if (d == ADADELTA_F16) {
+        _Float16 h = (_Float16)x;
+        memcpy((uint16_t *)p + i, &h, 2);
+    } else if (d == ADADELTA_BF16) {
+        uint32_t u;
+        memcpy(&u, &x, 4);
+        ((uint16_t *)p)[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    } else {
+        ((float *)p)[i] = x;
+    }
+}
+
+static size_t dtype_bytes(adadelta_dtype d)
+{
+    return d == ADADELTA_F64 ? 8 : d == ADADELTA_F32 ? 4 : 2;
+}
+
+/* One block of n elements of dtype d: variables (the same on all ranks) or
+ * gradients (per rank). */
+static void *alloc_block_of(adadelta_dtype d, int64_t n, int threads, int grad)
+{
+    size_t bytes = ((size_t)n * dtype_bytes(d) + 63) & ~(size_t)63;
+    void *p = must(aligned_alloc(64, bytes ? bytes : 64));
     uint32_t seed = grad ? 0x85ebca6bu + 7919u * (uint32_t)rank : 0x9e3779b9u;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int64_t i = 0; i < n; i++) {
         float u = unit_hash((uint64_t)i, seed);
-        p[i] = grad ? ((i & 1) ? -1.0f : 1.0f) * (0.001f + 0.009f * u) : 2.0f * u - 1.0f;
+        put(d, p, i, grad ? ((i & 1) ? -1.0f : 1.0f) * (0.001f + 0.009f * u) : 2.0f * u - 1.0f);
     }
     return p;
+}
+
+static void *alloc_block(int64_t n, int threads, int grad)
+{
+    return alloc_block_of(vdtype, n, threads, grad);
 }
 
 static void make_config(const options *o, adadelta_config *cfg)
@@ -147,8 +187,8 @@ static void make_config(const options *o, adadelta_config *cfg)
 /* T tensors of n elements in one variable block and one gradient block. */
 typedef struct bench_opt {
     adadelta_mpi *o;
-    float *var, *grad;
-    const float **g, **zc; /* per tensor: the caller's gradients, the buffers */
+    char *var, *grad;
+    const void **g, **zc; /* per tensor: the caller's gradients, the buffers */
     int64_t n, T;
     unsigned long agreements;
     int stepped;
@@ -176,11 +216,12 @@ static void open_opt(bench_opt *b, const options *o, int64_t n, int64_t T, adade
     for (int64_t k = 0; k < T; k++) {
         char name[64];
         snprintf(name, sizeof name, "dense_%lld/kernel", (long long)k);
-        check(adadelta_mpi_add_variable(b->o, name, ADADELTA_F32, b->var + k * n, 1, shape),
+        check(adadelta_mpi_add_variable(b->o, name, vdtype, b->var + (size_t)(k * n) * esize, 1,
+                                        shape),
               "adadelta_mpi_add_variable");
-        b->g[k] = b->grad + k * n;
+        b->g[k] = b->grad + (size_t)(k * n) * esize;
     }
-    for (int64_t k = 0; k < T; k++)
+    for (int64_t k = 0; k < T && has_buffer; k++)
         b->zc[k] = must(adadelta_mpi_gradient_buffer(b->o, (int)k));
 }
 
@@ -197,7 +238,7 @@ static void close_opt(bench_opt *b)
 static void fill_buffers(bench_opt *b)
 {
     for (int64_t k = 0; k < b->T; k++)
-        memcpy((float *)b->zc[k], b->g[k], (size_t)b->n * sizeof(float));
+        memcpy((void *)b->zc[k], b->g[k], (size_t)b->n * esize);
 }
 
 static double timed_step(bench_opt *b, int zero_copy)
@@ -217,11 +258,11 @@ static double timed_step(bench_opt *b, int zero_copy)
 /* ------------------------------------------------------------ the limits */
 
 typedef struct limits {
-    float *src, *dst;  /* the bare allreduce's */
+    void *src, *dst;   /* the bare allreduce's (float32, or float64: wide_sum) */
     MPI_Comm node;
     MPI_Win win;
-    float **seg;       /* per rank: its segment of the window */
-    float *mean;       /* in rank 0's segment */
+    char **seg;        /* per rank: its segment of the window */
+    char *mean;        /* in rank 0's segment */
     volatile uint64_t *counter;
     uint64_t epochs;
     int shm;           /* all ranks on one node: the shm limit exists */
@@ -232,15 +273,17 @@ static void open_limits(limits *l, int64_t n, int threads)
 {
     memset(l, 0, sizeof *l);
     l->n = n;
-    l->src = alloc_block(n, threads, 1);
-    l->dst = alloc_block(n, threads, 1);
+    adadelta_dtype rt = wide_sum ? ADADELTA_F64 : ADADELTA_F32; /* the layer's reduction type */
+    size_t rs = dtype_bytes(rt);
+    l->src = alloc_block_of(rt, n, threads, 1);
+    l->dst = alloc_block_of(rt, n, threads, 1);
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &l->node);
     int nn;
     MPI_Comm_size(l->node, &nn);
     l->shm = nn == nranks;
     if (!l->shm)
         return;
-    size_t floats = ((size_t)n * sizeof(float) + 63) & ~(size_t)63;
+    size_t floats = ((size_t)n * rs + 63) & ~(size_t)63;
     size_t mine = floats + (rank ? 0 : floats + 64);
     char *base;
     MPI_Win_allocate_shared((MPI_Aint)mine, 1, MPI_INFO_NULL, l->node, &base, &l->win);
@@ -253,11 +296,11 @@ static void open_limits(limits *l, int64_t n, int threads)
         MPI_Win_shared_query(l->win, r, &size, &unit, &p);
         l->seg[r] = p;
     }
-    l->mean = (float *)((char *)l->seg[0] + floats);
-    l->counter = (volatile uint64_t *)((char *)l->mean + floats);
+    l->mean = l->seg[0] + floats;
+    l->counter = (volatile uint64_t *)(l->mean + floats);
     if (rank == 0)
         *l->counter = 0;
-    memcpy(l->seg[rank], l->src, (size_t)n * sizeof(float));
+    memcpy(l->seg[rank], l->src, (size_t)n * rs);
     MPI_Barrier(l->node);
 }
 
@@ -279,7 +322,9 @@ static double timed_allreduce(limits *l)
     double t0 = MPI_Wtime();
     for (int64_t off = 0; off < l->n; off += INT_MAX / 2) {
         int64_t cnt = l->n - off < INT_MAX / 2 ? l->n - off : INT_MAX / 2;
-        MPI_Allreduce(l->src + off, l->dst + off, (int)cnt, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        size_t at = (size_t)off * (wide_sum ? 8 : 4);
+        MPI_Allreduce((char *)l->src + at, (char *)l->dst + at, (int)cnt,
+                      wide_sum ? MPI_DOUBLE : MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
     }
     return MPI_Wtime() - t0;
 }
@@ -294,6 +339,24 @@ static void spin_barrier(limits *l)
             sched_yield();
 }
 
+/* My half of the window summed in rank order, as the layer's float32 or
+ * float64 sum. */
+#define SHM_SUM(T)                                                            \
+    do {                                                                      \
+        T *restrict out = (T *)l->mean;                                       \
+        const T fr = (T)nranks;                                               \
+        for (int64_t b = lo; b < hi; b += 4096) {                             \
+            int64_t e = b + 4096 < hi ? b + 4096 : hi;                        \
+            const T *restrict in0 = (const T *)l->seg[0];                     \
+            _Pragma("omp simd") for (int64_t i = b; i < e; i++) out[i] = in0[i]; \
+            for (int r = 1; r < nranks; r++) {                                \
+                const T *restrict in = (const T *)l->seg[r];                  \
+                _Pragma("omp simd") for (int64_t i = b; i < e; i++) out[i] += in[i]; \
+            }                                                                 \
+            _Pragma("omp simd") for (int64_t i = b; i < e; i++) out[i] = out[i] / fr; \
+        }                                                                     \
+    } while (0)
+
 /* The gradients already in the window, the mean left in it: barrier, my
  * half summed in rank order, barrier. */
 static double timed_shm_limit(limits *l)
@@ -302,23 +365,10 @@ static double timed_shm_limit(limits *l)
     double t0 = MPI_Wtime();
     spin_barrier(l);
     int64_t lo = l->n * rank / nranks, hi = l->n * (rank + 1) / nranks;
-    float *restrict out = l->mean;
-    const float fr = (float)nranks;
-    for (int64_t b = lo; b < hi; b += 4096) {
-        int64_t e = b + 4096 < hi ? b + 4096 : hi;
-#pragma omp simd
-        for (int64_t i = b; i < e; i++)
-            out[i] = l->seg[0][i];
-        for (int r = 1; r < nranks; r++) {
-            const float *restrict in = l->seg[r];
-#pragma omp simd
-            for (int64_t i = b; i < e; i++)
-                out[i] += in[i];
-        }
-#pragma omp simd
-        for (int64_t i = b; i < e; i++)
-            out[i] = out[i] / fr;
-    }
+    if (wide_sum)
+        SHM_SUM(double);
+    else
+        SHM_SUM(float);
     spin_barrier(l);
     return MPI_Wtime() - t0;
 }
@@ -340,16 +390,16 @@ static double time_update(const options *o, int64_t n, int steps)
     adadelta *opt = NULL;
     check(adadelta_create(&cfg, &opt), "adadelta_create");
     check(adadelta_set_threads(opt, o->threads), "adadelta_set_threads");
-    float *var = alloc_block(n * o->tensors, o->threads, 0);
-    float *grad = alloc_block(n * o->tensors, o->threads, 1);
-    const float **g = must(malloc((size_t)o->tensors * sizeof *g));
+    char *var = alloc_block(n * o->tensors, o->threads, 0);
+    char *grad = alloc_block(n * o->tensors, o->threads, 1);
+    const void **g = must(malloc((size_t)o->tensors * sizeof *g));
     int64_t shape[1] = {n};
     for (int64_t k = 0; k < o->tensors; k++) {
         char name[64];
         snprintf(name, sizeof name, "dense_%lld/kernel", (long long)k);
-        check(adadelta_add_variable(opt, name, ADADELTA_F32, var + k * n, 1, shape),
+        check(adadelta_add_variable(opt, name, vdtype, var + (size_t)(k * n) * esize, 1, shape),
               "adadelta_add_variable");
-        g[k] = grad + k * n;
+        g[k] = grad + (size_t)(k * n) * esize;
     }
     double *samples = must(malloc((size_t)steps * sizeof *samples));
     for (int s = -o->warmup; s < steps; s++) {
@@ -383,8 +433,13 @@ enum {
 static void time_all(const options *o, limits *l, bench_opt *opt, int steps, double *med)
 {
     double *samples[N_METHODS];
-    int have[N_METHODS] = {1,           l->shm,       o->modes & 1,   o->modes & 1,
-                           o->modes & 2, o->modes & 2, o->compression && (o->modes & 1)};
+    int have[N_METHODS] = {1,
+                           l->shm,
+                           o->modes & 1,
+                           (o->modes & 1) && has_buffer,
+                           o->modes & 2,
+                           (o->modes & 2) && has_buffer,
+                           o->compression && (o->modes & 1)};
     for (int k = 0; k < N_METHODS; k++)
         samples[k] = must(calloc((size_t)steps + 1, sizeof(double)));
     int per = steps / o->rounds > 0 ? steps / o->rounds : 1, done = 0;
@@ -495,8 +550,10 @@ static void print_step(const options *o, int64_t n, int m, const double *med, do
            "\"agreements_per_step\":%.3f,\"state_bytes_per_rank\":%zu",
            m ? "sharded" : "replicated", nranks, o->threads, (long long)n,
            (long long)o->tensors, o->features, b->stepped, adadelta_mpi_engine(b->o), st, zc, ar,
-           st / ar, zc / ar, shm, t_up, (double)b->agreements / b->stepped,
+           st / ar, zc < 0 ? -1.0 : zc / ar, shm, t_up, (double)b->agreements / b->stepped,
            adadelta_mpi_state_bytes(b->o));
+    if (vdtype != ADADELTA_F32)
+        printf(",\"dtype\":\"%s\"", o->dtype);
     if (!m && o->compression)
         printf(",\"compression\":\"%s\",\"step_compressed_seconds\":%.6g,"
                "\"compressed_ratio\":%.4f",
@@ -553,6 +610,7 @@ static void usage(void)
                "  [--mode replicated|sharded|both] [--features "
                "plain|weight_decay|global_clipnorm|ema|all]\n"
                "  [--layers L] [--no-overlap] [--bucket-bytes B] [--compression bf16|f16]\n"
+               "  [--dtype f32|f64|f16|bf16]\n"
                "       mpirun -np R adadelta-mpi-bench --checkpoint [--elements N] "
                "[--mode ...] [--rounds K]\n"
                "  [--dir D] [--buffer-bytes B]\n");
@@ -605,7 +663,19 @@ static void parse(int argc, char **argv, options *o)
             o->layers = (int)parse_int(f, v, 1, 1 << 20);
         else if (!strcmp(f, "--bucket-bytes"))
             o->bucket_bytes = parse_int(f, v, 1, INT64_C(1) << 40);
-        else if (!strcmp(f, "--compression")) {
+        else if (!strcmp(f, "--dtype")) {
+            o->dtype = v;
+            vdtype = !strcmp(v, "f32")    ? ADADELTA_F32
+                     : !strcmp(v, "f64")  ? ADADELTA_F64
+                     : !strcmp(v, "f16")  ? ADADELTA_F16
+                     : !strcmp(v, "bf16") ? ADADELTA_BF16
+                                          : (adadelta_dtype)-1;
+            if ((int)vdtype < 0)
+                fail("unknown --dtype %s (f32, f64, f16 or bf16)", v);
+            esize = dtype_bytes(vdtype);
+            wide_sum = vdtype == ADADELTA_F64;
+            has_buffer = esize >= 4;
+        } else if (!strcmp(f, "--compression")) {
             o->compression = !strcmp(v, "bf16") ? ADADELTA_MPI_COMPRESS_BF16
                              : !strcmp(v, "f16") ? ADADELTA_MPI_COMPRESS_F16
                                                  : -1;
@@ -637,7 +707,7 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
-    options o = {10, 25, 0, 1, 1, 0, 5, 3, 3, "plain", 0, 8, 1, 0};
+    options o = {10, 25, 0, 1, 1, 0, 5, 3, 3, "plain", 0, 8, 1, 0, 0, "f32"};
     o.dir = ".";
     parse(argc, argv, &o);
     omp_set_num_threads(o.threads);

@@ -189,19 +189,41 @@ static void FN(prepare)(const PARAMS *p, int64_t n, const ELEM *restrict grad,
  * then divided (p->divide: by the accumulation steps) and clipped as the
  * fused step would, and cast to the dtype. The step then runs on it
  * without divide or clip. */
-static void FN(narrow)(const PARAMS *p, int64_t n, const WORD *restrict mean,
-                       ELEM *restrict out)
+ALWAYS_INLINE void FN(narrow_body)(const PARAMS *p, int64_t n, const WORD *restrict mean,
+                                   ELEM *restrict out, const int divide, const int mode)
 {
-    const int divide = p->divide != 0, wide = p->wide_grad, mode = p->clip & 7;
+    const int wide = p->wide_grad, wide_clip = p->wide_clip;
     const REAL divisor = p->divisor, ca = p->clip_a, cb = p->clip_b;
     const double wide_scale = p->clip_wide;
+#pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         REAL g = RN_IF((REAL)mean[i], wide);
         g = FN(prepare1)(g, (REAL)0, divide, divisor, 0, (REAL)1, wide);
-        g = FN(clip1)(g, mode, ca, cb, wide_scale, p->wide_clip);
+        g = FN(clip1)(g, mode, ca, cb, wide_scale, wide_clip);
         out[i] = ST(RN(g));
     }
 }
+
+/* One loop per clip mode and divide (constants: vector loops). */
+#define NARROW_CASE(M)                                                        \
+    case M:                                                                   \
+        d ? FN(narrow_body)(p, n, mean, out, 1, M) : FN(narrow_body)(p, n, mean, out, 0, M); \
+        return;
+static void FN(narrow)(const PARAMS *p, int64_t n, const WORD *restrict mean,
+                       ELEM *restrict out)
+{
+    const int d = p->divide != 0;
+    switch (p->clip & 7) {
+        NARROW_CASE(ADADELTA_CLIP_SCALE)
+        NARROW_CASE(ADADELTA_CLIP_NORM)
+        NARROW_CASE(ADADELTA_CLIP_VALUE)
+        NARROW_CASE(ADADELTA_CLIP_SCALE_WIDE)
+    default:
+        d ? FN(narrow_body)(p, n, mean, out, 1, ADADELTA_CLIP_NONE)
+          : FN(narrow_body)(p, n, mean, out, 0, ADADELTA_CLIP_NONE);
+    }
+}
+#undef NARROW_CASE
 
 /* The same in place: g = prepared g (a gradient already in the buffer the
  * MPI layer reduces). */

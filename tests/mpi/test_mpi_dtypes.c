@@ -240,7 +240,7 @@ static void test_every_dtype_matches_reference(void **state)
     vars want;
     vars_init(&want);
     reference(&want);
-    const engine_env engines[2] = {{"1", NULL, NULL, NULL}, {"0", "5", NULL, "p2p"}};
+    const engine_env engines[2] = {{"1", NULL, NULL, NULL}, {"0", "4095", NULL, "p2p"}};
     for (int e = 0; e < 2; e++)
         for (int mode = 0; mode < 2; mode++)
             for (int how = PLAIN; how <= OVERLAP; how++) {
